@@ -1,0 +1,126 @@
+"""The machinery behind every exercise check: run, diagnose, report."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PASSED, FAILED, NOT_IMPLEMENTED = "passed", "failed", "not implemented"
+
+
+@dataclass
+class CheckResult:
+    """The latest outcome of one check in this kernel."""
+
+    name: str
+    status: str
+    message: str
+
+
+_RESULTS: dict[str, CheckResult] = {}
+
+
+def results() -> dict[str, CheckResult]:
+    """Return the latest result of every check run in this Python session, by check name."""
+    return dict(_RESULTS)
+
+
+def reset_results() -> None:
+    """Forget all recorded results (used by the grader between notebooks)."""
+    _RESULTS.clear()
+
+
+class CheckFailed(AssertionError):
+    """An exercise solution gave a wrong answer; the message names the likely mistake."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"checks.{check}: {message}")
+        self.check = check
+        self.hint = message
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a long stack of check internals.
+        return [f"\u2717 checks.{self.check} failed", "", self.hint]
+
+
+class _Failure(Exception):
+    """Raised inside a check body; the wrapper turns it into CheckFailed."""
+
+
+def fail(message: str) -> None:
+    """Stop the running check with a message that names the likely mistake."""
+    raise _Failure(message)
+
+
+def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the candidate; report its own exceptions (except NotImplementedError) as a failure."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # the student's code crashed: say how it was called
+        described = ", ".join(
+            [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
+        )
+        raise _Failure(
+            f"your function raised {type(exc).__name__}: {exc}\n"
+            f"It was called as fn({described})."
+        ) from exc
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def expect_tensor(out: Any, shape: tuple[int, ...], what: str = "the result") -> torch.Tensor:
+    """Fail unless `out` is a tensor of the given shape."""
+    if not isinstance(out, torch.Tensor):
+        fail(f"{what} should be a torch.Tensor, but it is {type(out).__name__}.")
+    if tuple(out.shape) != tuple(shape):
+        fail(f"{what} has shape {tuple(out.shape)}; expected {tuple(shape)}.")
+    return out
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """True when two tensors have equal shapes and equal values within tolerance (NaN never)."""
+    if a.shape != b.shape:
+        return False
+    return bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
+
+
+def check(body: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., Any]], None]:
+    """Turn a check body (which returns a one-line summary) into a public exercise check."""
+    name = body.__name__
+
+    @functools.wraps(body)
+    def run(candidate: Callable[..., Any]) -> None:
+        if not callable(candidate):
+            raise TypeError(
+                f"checks.{name} expects your function itself, e.g. checks.{name}(my_{name}); "
+                f"got {type(candidate).__name__}. Pass the function without calling it."
+            )
+        try:
+            summary = body(candidate)
+        except NotImplementedError:
+            message = (
+                "not implemented yet. Replace the `raise NotImplementedError(...)` line "
+                "with your solution, run the cell again, and the check will run."
+            )
+            _RESULTS[name] = CheckResult(name, NOT_IMPLEMENTED, message)
+            print(f"\u2026 checks.{name}: {message}")
+            return
+        except _Failure as failure:
+            _RESULTS[name] = CheckResult(name, FAILED, str(failure))
+            raise CheckFailed(name, str(failure)) from None
+        _RESULTS[name] = CheckResult(name, PASSED, summary)
+        print(f"\u2713 checks.{name} passed: {summary}")
+
+    run.is_check = True  # type: ignore[attr-defined]
+    return run

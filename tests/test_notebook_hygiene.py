@@ -1,0 +1,174 @@
+"""Notebook hygiene rules from CONTRIBUTING.md, checked without starting a kernel."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from llama_edu import checks
+from llama_edu.classroom import has_solution
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+MAX_BYTES = 3_000_000
+MIN_COMPARED_FRACTION = 0.70
+NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+REQUIRED_HEADINGS = [
+    "Learning objectives",
+    "Prerequisites",
+    "Time",
+    "Exercise",
+    "Summary",
+    "Common misconceptions",
+    "Further reading",
+]
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/[^\s\"'<>]+")
+CHECK_CALL = re.compile(r"\bchecks\.([a-z_][a-z0-9_]*)\(")
+IGNORE = "NBVAL_IGNORE_OUTPUT"
+
+
+def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
+    """Every hygiene rule this notebook breaks, one line each."""
+    found: list[str] = []
+    if not NAME.match(name):
+        found.append(f"{name}: not named NN_topic.ipynb")
+    if size > MAX_BYTES:
+        found.append(f"{name}: {size:,} bytes, over the {MAX_BYTES:,} byte budget")
+    if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+        found.append(f"{name}: kernelspec is not python3")
+
+    headings = [
+        line.lstrip("#").strip()
+        for cell in nb.cells if cell.cell_type == "markdown"
+        for line in cell.source.splitlines() if line.startswith("#")
+    ]
+    if not headings or not re.match(rf"^{name[:2]}\b", headings[0]):
+        found.append(f"{name}: the first heading should start with the chapter number {name[:2]}")
+    for required in REQUIRED_HEADINGS:
+        if not any(h.startswith(required) for h in headings):
+            found.append(f"{name}: no heading starting with {required!r}")
+
+    last = 0
+    compared = with_output = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"{name} cell {index}"
+        source = cell.source.strip()
+        if not source:
+            found.append(f"{where}: empty code cell")
+            continue
+        if cell.execution_count is None:
+            found.append(f"{where}: never executed")
+        else:
+            if cell.execution_count != last + 1:
+                found.append(f"{where}: execution count {cell.execution_count} after {last}")
+            last = cell.execution_count
+        if source.splitlines()[-1].rstrip().endswith(";"):
+            found.append(f"{where}: ends with ';' (nbval still compares the output)")
+        ignored = IGNORE in source
+        if cell.outputs:
+            with_output += 1
+            compared += not ignored
+        for output in cell.outputs:
+            if output.output_type == "error":
+                found.append(f"{where}: stored error {output.get('ename')}")
+            if output.output_type == "stream" and output.name == "stderr" and not ignored:
+                found.append(f"{where}: stderr output in a compared cell")
+            text = json.dumps(output.get("text", "")) + json.dumps(output.get("data", {}))
+            if ABSOLUTE_PATH.search(text):
+                found.append(f"{where}: absolute machine path {ABSOLUTE_PATH.search(text)[0]}")
+        if has_solution(cell.source):
+            called = CHECK_CALL.findall(cell.source)
+            if not called:
+                found.append(f"{where}: exercise cell calls no checks.<name>(...)")
+            for check_name in called:
+                if check_name not in checks.available():
+                    found.append(f"{where}: checks.{check_name} does not exist")
+    if with_output and compared / with_output < MIN_COMPARED_FRACTION:
+        found.append(
+            f"{name}: only {compared}/{with_output} cells with output are compared by nbval "
+            f"(at least {MIN_COMPARED_FRACTION:.0%} must be)"
+        )
+    return found
+
+
+def test_there_are_notebooks():
+    assert any(p.name == "00_welcome.ipynb" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_hygiene(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert problems(nb, path.name, path.stat().st_size) == []
+
+
+def _good_notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    headings = "\n".join(f"## {h}" for h in REQUIRED_HEADINGS)
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# 42 · Example\n{headings}"),
+        nbformat.v4.new_code_cell("print(1)"),
+        nbformat.v4.new_code_cell(
+            "def f(x, dim=-1):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n"
+            "checks.softmax(f)"
+        ),
+    ]
+    for count, cell in enumerate(nb.cells[1:], start=1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    return nb
+
+
+def test_the_rules_accept_a_good_notebook():
+    assert problems(_good_notebook(), "42_example.ipynb", 1000) == []
+
+
+@pytest.mark.parametrize(
+    ("spoil", "complaint"),
+    [
+        (lambda nb: nb.cells[1].update(execution_count=None), "never executed"),
+        (lambda nb: nb.cells[2].update(execution_count=5), "execution count 5 after 1"),
+        (lambda nb: nb.cells[1].update(source="x = 1;"), "ends with ';'"),
+        (
+            lambda nb: nb.cells[1].outputs.append(
+                nbformat.v4.new_output("error", ename="ValueError", evalue="", traceback=[])
+            ),
+            "stored error ValueError",
+        ),
+        (
+            lambda nb: nb.cells[1].outputs.append(
+                nbformat.v4.new_output("stream", name="stdout", text="/home/ana/run/x.pt\n")
+            ),
+            "absolute machine path",
+        ),
+        (
+            lambda nb: nb.cells[1].outputs.append(
+                nbformat.v4.new_output("stream", name="stderr", text="warning\n")
+            ),
+            "stderr output",
+        ),
+        (lambda nb: nb.cells[2].update(source="### BEGIN SOLUTION\n### END SOLUTION"), "calls no"),
+        (lambda nb: nb.cells[2].update(source=nb.cells[2].source + "\nchecks.nope(f)"), "nope"),
+        (lambda nb: nb.cells[0].update(source="# 42 · Example\n## Summary"), "'Prerequisites'"),
+        (lambda nb: nb.metadata.update(kernelspec={"name": "julia"}), "kernelspec"),
+        (
+            lambda nb: [c.update(source=f"# {IGNORE}\n" + c.source) for c in nb.cells[1:]],
+            "compared by nbval",
+        ),
+    ],
+)
+def test_the_rules_catch_each_problem(spoil, complaint):
+    nb = _good_notebook()
+    spoil(nb)
+    assert any(complaint in p for p in problems(nb, "42_example.ipynb", 1000))
+
+
+def test_name_and_size_rules():
+    assert any("NN_topic" in p for p in problems(_good_notebook(), "Example.ipynb", 10))
+    assert any("budget" in p for p in problems(_good_notebook(), "42_x.ipynb", MAX_BYTES + 1))
