@@ -1,0 +1,191 @@
+"""Causal self-attention as Llama does it: RoPE on q and k, grouped-query heads, a KV cache."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .rope import rotate_pairs
+
+
+def causal_mask(
+    seq_len: int,
+    start_pos: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Additive mask (seq_len, start_pos + seq_len): 0 where query i may see key j, else -inf.
+
+    Query i sits at absolute position start_pos + i, so it may see keys 0 .. start_pos + i.
+    """
+    if seq_len < 1 or start_pos < 0:
+        raise ValueError(
+            f"causal_mask needs seq_len >= 1 and start_pos >= 0, got {seq_len}, {start_pos}."
+        )
+    query_pos = torch.arange(start_pos, start_pos + seq_len, device=device)[:, None]
+    key_pos = torch.arange(start_pos + seq_len, device=device)[None, :]
+    mask = torch.zeros(seq_len, start_pos + seq_len, dtype=dtype, device=device)
+    return mask.masked_fill(key_pos > query_pos, float("-inf"))
+
+
+def _check_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "attention expects q, k, v of shape (batch, n_heads, seq, head_dim); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
+        )
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not fit. "
+            "k and v must be equal in shape, and share batch, n_heads and head_dim with q "
+            "(use repeat_kv first for grouped-query attention)."
+        )
+    if mask is not None and mask.shape[-2:] != (q.shape[2], k.shape[2]):
+        raise ValueError(
+            f"attention: the mask has shape {tuple(mask.shape)} but the scores have shape "
+            f"(..., {q.shape[2]}, {k.shape[2]}) (queries, keys); build it with "
+            f"causal_mask({q.shape[2]}, start_pos={k.shape[2] - q.shape[2]})."
+        )
+
+
+def attention_weights(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim) + mask) in float32, shape (batch, n_heads, seq, kv_seq)."""
+    scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + mask.float()
+    return torch.softmax(scores, dim=-1)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scaled dot-product attention written out; q (b, h, s, d), k and v (b, h, kv, d)."""
+    _check_qkv(q, k, v, mask)
+    return attention_weights(q, k, mask).type_as(q) @ v
+
+
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The same computation through PyTorch's fused scaled_dot_product_attention."""
+    _check_qkv(q, k, v, mask)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if mask is None else mask.to(q.dtype)
+    )
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(b, seq, n_kv_heads, d) -> (b, seq, n_kv_heads * n_rep, d): each kv head n_rep times."""
+    if n_rep < 1:
+        raise ValueError(f"repeat_kv: n_rep must be >= 1, got {n_rep}.")
+    if n_rep == 1:
+        return x
+    batch, seq, n_kv_heads, head_dim = x.shape
+    expanded = x[:, :, :, None, :].expand(batch, seq, n_kv_heads, n_rep, head_dim)
+    return expanded.reshape(
+        batch, seq, n_kv_heads * n_rep, head_dim
+    )  # kv head j -> heads j*n_rep ...
+
+
+class KVCache:
+    """Keys and values of all earlier positions: (layers, batch, max_seq, kv_heads, head_dim)."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        max_seq_len: int,
+        n_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        shape = (n_layers, batch_size, max_seq_len, n_kv_heads, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        """How many sequences the cache holds."""
+        return self.k.shape[1]
+
+    @property
+    def max_seq_len(self) -> int:
+        """How many positions fit."""
+        return self.k.shape[2]
+
+    def store(
+        self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (batch, seq, kv_heads, head_dim) at start_pos; return all of them so far."""
+        batch, seq = k.shape[:2]
+        end = start_pos + seq
+        self.k[layer, :batch, start_pos:end] = k
+        self.v[layer, :batch, start_pos:end] = v
+        return self.k[layer, :batch, :end], self.v[layer, :batch, :end]
+
+    def memory_bytes(self) -> int:
+        """Bytes taken by the cached keys and values."""
+        return 2 * self.k.numel() * self.k.element_size()
+
+
+class Attention(nn.Module):
+    """Causal self-attention with RoPE and grouped-query heads (Meta's parameter names)."""
+
+    def __init__(
+        self, dim: int, n_heads: int, n_kv_heads: int | None = None, use_sdpa: bool = True
+    ) -> None:
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if dim % n_heads or n_heads % n_kv_heads:
+            raise ValueError(
+                f"Attention: dim={dim} must be divisible by n_heads={n_heads}, and n_heads by "
+                f"n_kv_heads={n_kv_heads}."
+            )
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.n_rep = n_heads // n_kv_heads
+        self.head_dim = dim // n_heads
+        self.use_sdpa = use_sdpa
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start_pos: int = 0,
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+
+        q = rearrange(self.wq(x), "b s (h d) -> b s h d", h=self.n_heads)
+        k = rearrange(self.wk(x), "b s (h d) -> b s h d", h=self.n_kv_heads)
+        v = rearrange(self.wv(x), "b s (h d) -> b s h d", h=self.n_kv_heads)
+        q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        if cache is not None:
+            k, v = cache.store(layer, start_pos, k, v)  # now (b, start_pos + seq, kv_heads, d)
+        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (b, kv_seq, n_heads, d)
+        q, k, v = (rearrange(t, "b s h d -> b h s d") for t in (q, k, v))
+        weights = None
+        if return_weights or not self.use_sdpa:
+            _check_qkv(q, k, v, mask)
+            weights = attention_weights(q, k, mask)  # (b, h, s, kv_seq)
+            out = weights.type_as(q) @ v
+        else:
+            out = sdpa_attention(q, k, v, mask)
+        out = self.wo(rearrange(out, "b h s d -> b s (h d)"))
+        return (out, weights) if return_weights else out

@@ -1,0 +1,56 @@
+"""Normalisation layers: Llama's RMSNorm, and LayerNorm for comparison."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm over the last axis, computed in float32 and cast back to x's dtype, then scaled."""
+    if weight.shape != x.shape[-1:]:
+        raise ValueError(
+            f"rms_norm: weight has shape {tuple(weight.shape)} but x has shape {tuple(x.shape)}; "
+            f"the weight must have one entry per feature, shape ({x.shape[-1]},)."
+        )
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return normed.type_as(x) * weight
+
+
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    """LayerNorm over the last axis (subtract the mean, divide by the std), for comparison."""
+    x32 = x.float()
+    centred = x32 - x32.mean(dim=-1, keepdim=True)
+    normed = centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps)
+    out = normed.type_as(x) * weight
+    return out + bias if bias is not None else out
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned per-feature gain (no bias, no centring)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise x over its last axis."""
+        return rms_norm(x, self.weight, self.eps)
+
+
+class LayerNorm(nn.Module):
+    """Classic LayerNorm (the original Transformer's), kept for comparison with RMSNorm."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise x over its last axis."""
+        return layer_norm(x, self.weight, self.bias, self.eps)

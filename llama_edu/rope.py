@@ -1,0 +1,148 @@
+"""Position information: the original sinusoidal encoding, and Llama's rotary embedding (RoPE).
+
+Meta's reference rotates interleaved pairs (0, 1), (2, 3), ... of each head; Hugging Face rotates
+pairs (i, i + head_dim/2) ("rotate half"). The two agree once the rows of wq and wk are permuted,
+which `interleaved_to_half` and `half_to_interleaved` do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from einops import rearrange
+
+LLAMA3_SCALING_KEYS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+)
+
+
+def sinusoidal_positions(seq_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """The original Transformer's encoding: sin on even dimensions, cos on odd, shape (seq, dim)."""
+    if dim % 2:
+        raise ValueError(f"sinusoidal_positions needs an even dim, got {dim}.")
+    position = torch.arange(seq_len, dtype=torch.float32)[:, None]
+    rates = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(seq_len, dim)
+    table[:, 0::2] = torch.sin(position * rates)
+    table[:, 1::2] = torch.cos(position * rates)
+    return table
+
+
+def rope_frequencies(
+    head_dim: int, theta: float = 10000.0, scaling: Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    """Rotation speed of each pair, theta ** (-2i / head_dim), in radians per position."""
+    if head_dim % 2:
+        raise ValueError(
+            f"RoPE rotates pairs of features, so head_dim must be even; got {head_dim}. "
+            "Choose dim and n_heads so that dim // n_heads is even."
+        )
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    return apply_llama3_scaling(freqs, scaling) if scaling else freqs
+
+
+def apply_llama3_scaling(freqs: torch.Tensor, scaling: Mapping[str, Any]) -> torch.Tensor:
+    """Llama 3.1 context extension: slow pairs divided by `factor`, fast kept, blend between."""
+    missing = [key for key in LLAMA3_SCALING_KEYS if key not in scaling]
+    if missing:
+        raise ValueError(
+            f"rope_scaling is missing {missing}; "
+            f"Llama 3.1 scaling needs {list(LLAMA3_SCALING_KEYS)}."
+        )
+    factor = float(scaling["factor"])
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_context = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / freqs
+    low_freq_wavelen, high_freq_wavelen = old_context / low, old_context / high
+    smooth = (old_context / wavelen - low) / (high - low)
+    blended = (1 - smooth) * freqs / factor + smooth * freqs
+    scaled = torch.where(wavelen > low_freq_wavelen, freqs / factor, freqs)
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(medium, blended, scaled)
+
+
+def rope_cos_sin(
+    head_dim: int,
+    seq_len: int,
+    theta: float = 10000.0,
+    start_pos: int = 0,
+    scaling: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the angle position * frequency, each of shape (seq_len, head_dim // 2)."""
+    freqs = rope_frequencies(head_dim, theta, scaling)
+    positions = torch.arange(start_pos, start_pos + seq_len, dtype=torch.float32)
+    angles = torch.outer(positions, freqs)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (batch, seq, heads, head_dim) by angles (seq, head_dim/2)."""
+    if x.shape[-1] % 2 or cos.shape != (x.shape[1], x.shape[-1] // 2) or sin.shape != cos.shape:
+        raise ValueError(
+            f"rotate_pairs: x has shape {tuple(x.shape)} (batch, seq, heads, head_dim) but "
+            f"cos/sin have shapes {tuple(cos.shape)}/{tuple(sin.shape)}; they must be "
+            f"(seq, head_dim // 2) = ({x.shape[1]}, {x.shape[-1] // 2}) and head_dim even."
+        )
+    pairs = rearrange(x.float(), "b s h (i two) -> b s h i two", two=2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, seq, 1, head_dim/2)
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rearrange(rotated, "b s h i two -> b s h (i two)").type_as(x)
+
+
+def apply_rope(
+    x: torch.Tensor,
+    start_pos: int = 0,
+    theta: float = 10000.0,
+    scaling: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """Apply RoPE to x (batch, seq, n_heads, head_dim), Meta's interleaved-pair convention."""
+    if x.dim() != 4:
+        raise ValueError(
+            f"apply_rope expects x of shape (batch, seq, n_heads, head_dim), got {tuple(x.shape)}."
+        )
+    cos, sin = rope_cos_sin(x.shape[-1], x.shape[1], theta, start_pos, scaling)
+    return rotate_pairs(x, cos.to(x.device), sin.to(x.device))
+
+
+def apply_rope_half(
+    x: torch.Tensor,
+    start_pos: int = 0,
+    theta: float = 10000.0,
+    scaling: Mapping[str, Any] | None = None,
+) -> torch.Tensor:
+    """Apply RoPE in Hugging Face's rotate-half convention: feature i pairs with i + head_dim/2."""
+    cos, sin = rope_cos_sin(x.shape[-1], x.shape[1], theta, start_pos, scaling)
+    cos = torch.cat((cos, cos), dim=-1)[None, :, None, :].to(x.device)  # (1, seq, 1, head_dim)
+    sin = torch.cat((sin, sin), dim=-1)[None, :, None, :].to(x.device)
+    first, second = x.float().chunk(2, dim=-1)
+    rotated_half = torch.cat((-second, first), dim=-1)
+    return (x.float() * cos + rotated_half * sin).type_as(x)
+
+
+def interleaved_to_half(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Permute the rows of a Meta wq/wk (n_heads*head_dim, dim) for the rotate-half convention."""
+    _check_rows(weight, n_heads)
+    # within each head, row 2i + p moves to p * head_dim/2 + i
+    return rearrange(weight, "(h i two) d -> (h two i) d", h=n_heads, two=2)
+
+
+def half_to_interleaved(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo `interleaved_to_half`: rows of a Hugging Face q_proj/k_proj back to Meta's order."""
+    _check_rows(weight, n_heads)
+    return rearrange(weight, "(h two i) d -> (h i two) d", h=n_heads, two=2)
+
+
+def _check_rows(weight: torch.Tensor, n_heads: int) -> None:
+    rows = weight.shape[0]
+    if rows % n_heads or (rows // n_heads) % 2:
+        raise ValueError(
+            f"a weight with {rows} rows cannot be split into {n_heads} heads of even size; "
+            "for wk pass n_kv_heads, not n_heads."
+        )
