@@ -1,0 +1,305 @@
+"""Moving weights between this workbook, Meta's checkpoints and Hugging Face `transformers`.
+
+Meta's reference rotates interleaved pairs of features; Hugging Face rotates the two halves of
+each head. The same model therefore stores wq and wk with their rows permuted per head (see
+`llama_edu.rope.interleaved_to_half`); every other tensor only changes its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import Llama, ModelArgs
+from .rope import half_to_interleaved, interleaved_to_half
+
+_LAYER_NAMES = {  # Meta name inside layers.{i} -> Hugging Face name inside model.layers.{i}
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+_TOP_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+ARGS_KEY = "llama_edu_args"
+
+
+def _name_map(args: ModelArgs) -> dict[str, str]:
+    names = dict(_TOP_NAMES)
+    if args.tie_embeddings:
+        del names["output.weight"]
+    for i in range(args.n_layers):
+        for meta, hf in _LAYER_NAMES.items():
+            names[f"layers.{i}.{meta}"] = f"model.layers.{i}.{hf}"
+    return names
+
+
+def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a Meta-format state dict for these args."""
+    with torch.device("meta"):
+        model = Llama(args)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if args.tie_embeddings:
+        shapes.pop("output.weight")
+    return shapes
+
+
+def validate_state_dict(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> None:
+    """Raise a ValueError naming every missing, unexpected or wrongly shaped tensor."""
+    shapes = expected_shapes(args)
+    given = {k for k in state_dict if not (args.tie_embeddings and k == "output.weight")}
+    problems = [f"missing key {k!r} (shape {shapes[k]})" for k in sorted(shapes.keys() - given)]
+    problems += [f"unexpected key {k!r}" for k in sorted(given - shapes.keys())]
+    problems += [
+        f"{k!r} has shape {tuple(state_dict[k].shape)}, expected {shapes[k]}"
+        for k in sorted(given & shapes.keys())
+        if tuple(state_dict[k].shape) != shapes[k]
+    ]
+    if problems:
+        shown = "; ".join(problems[:8]) + (
+            f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+        )
+        raise ValueError(
+            f"the state dict does not fit ModelArgs(dim={args.dim}, n_layers={args.n_layers}, "
+            f"n_heads={args.n_heads}, n_kv_heads={args.kv_heads}, vocab_size={args.vocab_size}): "
+            f"{shown}. Check that the checkpoint and the config belong together."
+        )
+
+
+def meta_to_hf(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
+    """Rename (and, for wq/wk, permute) a Meta-format state dict into Hugging Face's format."""
+    validate_state_dict(state_dict, args)
+    out = {}
+    for meta, hf in _name_map(args).items():
+        tensor = state_dict[meta]
+        if meta.endswith("attention.wq.weight"):
+            tensor = interleaved_to_half(tensor, args.n_heads)
+        elif meta.endswith("attention.wk.weight"):
+            tensor = interleaved_to_half(tensor, args.kv_heads)
+        out[hf] = tensor.contiguous()
+    return out
+
+
+def hf_to_meta(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
+    """Rename (and, for q/k, un-permute) a Hugging Face state dict into Meta's format."""
+    names = _name_map(args)
+    reverse = {hf: meta for meta, hf in names.items()}
+    extra = [
+        k
+        for k in state_dict
+        if k not in reverse
+        and not (args.tie_embeddings and k == "lm_head.weight")
+        and not k.endswith("rotary_emb.inv_freq")
+    ]
+    missing = [hf for hf in reverse if hf not in state_dict]
+    if extra or missing:
+        raise ValueError(
+            f"the Hugging Face state dict does not fit these ModelArgs: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}. Check n_layers and tie_embeddings."
+        )
+    out = {}
+    for hf, meta in reverse.items():
+        tensor = state_dict[hf]
+        if meta.endswith("attention.wq.weight"):
+            tensor = half_to_interleaved(tensor, args.n_heads)
+        elif meta.endswith("attention.wk.weight"):
+            tensor = half_to_interleaved(tensor, args.kv_heads)
+        out[meta] = tensor.contiguous()
+    validate_state_dict(out, args)
+    return out
+
+
+def hf_config_kwargs(args: ModelArgs) -> dict[str, Any]:
+    """Keyword arguments for `transformers.LlamaConfig` describing the same model."""
+    kwargs: dict[str, Any] = {
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.dim,
+        "intermediate_size": args.hidden_dim,
+        "num_hidden_layers": args.n_layers,
+        "num_attention_heads": args.n_heads,
+        "num_key_value_heads": args.kv_heads,
+        "head_dim": args.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": args.max_seq_len,
+        "rms_norm_eps": args.norm_eps,
+        "tie_word_embeddings": args.tie_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    scaling = {"rope_type": "llama3", **args.rope_scaling} if args.rope_scaling else None
+    if _hf_uses_rope_parameters():
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": args.rope_theta}
+        if scaling:
+            kwargs["rope_parameters"] = {**scaling, "rope_theta": args.rope_theta}
+    else:
+        kwargs["rope_theta"] = args.rope_theta
+        kwargs["rope_scaling"] = scaling
+    return kwargs
+
+
+def _hf_uses_rope_parameters() -> bool:
+    """transformers 5 groups rope_theta and rope_scaling into `rope_parameters`."""
+    try:
+        from transformers import LlamaConfig
+    except ImportError:
+        return True
+    return "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters
+
+
+def args_from_hf_config(config: Any) -> ModelArgs:
+    """ModelArgs from a LlamaConfig or its dict (the hidden size is reproduced exactly)."""
+    cfg = config if isinstance(config, Mapping) else config.to_dict()
+    if ARGS_KEY in cfg:
+        return ModelArgs(**cfg[ARGS_KEY])
+    rope = dict(cfg.get("rope_parameters") or {})
+    theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
+    scaling = rope if rope.get("rope_type") == "llama3" else cfg.get("rope_scaling")
+    if scaling:
+        scaling = {k: v for k, v in scaling.items() if k not in ("rope_type", "type")}
+    dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
+    base = int(2 * 4 * dim / 3)
+    # Meta's rule rounds up to multiple_of; with multiple_of = hidden it lands exactly on hidden.
+    multiplier = None if base <= hidden else hidden / base
+    args = ModelArgs(
+        dim=dim,
+        n_layers=cfg["num_hidden_layers"],
+        n_heads=cfg["num_attention_heads"],
+        n_kv_heads=cfg.get("num_key_value_heads"),
+        vocab_size=cfg["vocab_size"],
+        multiple_of=hidden,
+        ffn_dim_multiplier=multiplier,
+        norm_eps=cfg["rms_norm_eps"],
+        rope_theta=float(theta),
+        rope_scaling=scaling or None,
+        max_seq_len=cfg["max_position_embeddings"],
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+    )
+    if args.hidden_dim != hidden:
+        raise ValueError(f"cannot express intermediate_size={hidden} for dim={dim} in ModelArgs.")
+    return args
+
+
+def export_hf(model: Llama, out_dir: str | os.PathLike, tokenizer: Any = None) -> Path:
+    """Write a folder that LlamaForCausalLM.from_pretrained loads (safetensors + config.json)."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
+        raise FileExistsError(
+            f"{out} exists and holds other files; export into an empty or new folder."
+        )
+    config = {
+        **hf_config_kwargs(model.args),
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "torch_dtype": str(model.tok_embeddings.weight.dtype).removeprefix("torch."),
+        ARGS_KEY: model.args.to_dict(),
+    }
+    weights = meta_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if tokenizer is not None:
+            model_file = Path(tokenizer.model_path)
+            shutil.copyfile(model_file, staging / "tokenizer.model")
+            (staging / "tokenizer_config.json").write_text(
+                json.dumps(
+                    {
+                        "tokenizer_class": "LlamaTokenizer",
+                        "bos_token": "<s>",
+                        "eos_token": "</s>",
+                        "unk_token": "<unk>",
+                        "add_bos_token": True,
+                        "add_eos_token": False,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def load_hf(source: str | os.PathLike | tuple[Mapping[str, torch.Tensor], Any]) -> Llama:
+    """A Llama from a Hugging Face folder (config.json + *.safetensors), or (state_dict, config)."""
+    if isinstance(source, tuple):
+        state_dict, config = source
+        args = args_from_hf_config(config)
+    else:
+        folder = Path(source)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} has no config.json; is it a Hugging Face model folder?"
+            )
+        args = args_from_hf_config(json.loads((folder / "config.json").read_text()))
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(
+                f"{folder} has no .safetensors files. Only safetensors are loaded, never pickles."
+            )
+        state_dict = {}
+        for file in files:
+            state_dict.update(load_file(file))
+    return _build(args, hf_to_meta(state_dict, args))
+
+
+def load_meta(checkpoint_dir: str | os.PathLike) -> Llama:
+    """A Llama from Meta's format: params.json + consolidated.00.pth (loaded with weights_only)."""
+    folder = Path(checkpoint_dir)
+    params_file, weights_file = folder / "params.json", folder / "consolidated.00.pth"
+    for needed in (params_file, weights_file):
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"{needed} is missing; a Meta checkpoint folder has both "
+                "params.json and consolidated.00.pth."
+            )
+    params = json.loads(params_file.read_text())
+    state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+    state_dict.pop("rope.freqs", None)  # Llama 1/2 checkpoints store the RoPE table too
+    fields = {f.name for f in dataclasses.fields(ModelArgs)}
+    kwargs = {k: v for k, v in params.items() if k in fields}
+    if kwargs.get("vocab_size", -1) < 1:
+        kwargs["vocab_size"] = state_dict["tok_embeddings.weight"].shape[0]
+    if params.get("use_scaled_rope"):
+        from .model import LLAMA31_SCALING
+
+        kwargs["rope_scaling"] = dict(
+            LLAMA31_SCALING, factor=params.get("rope_scaling_factor", 8.0)
+        )
+    kwargs.setdefault("tie_embeddings", "output.weight" not in state_dict)
+    return _build(ModelArgs(**kwargs), state_dict)
+
+
+def _build(args: ModelArgs, state_dict: Mapping[str, torch.Tensor]) -> Llama:
+    validate_state_dict(state_dict, args)
+    model = Llama(args)
+    own = {
+        k: v for k, v in state_dict.items() if not (args.tie_embeddings and k == "output.weight")
+    }
+    model.load_state_dict(own, strict=not args.tie_embeddings)
+    return model
