@@ -4,14 +4,38 @@ Each check runs your function against the reference implementation and against p
 several inputs. It prints one line when everything passes, raises `CheckFailed` (an
 `AssertionError`) with a hint when something is wrong, and says "not implemented yet" when your
 function still raises `NotImplementedError`.
+
+Checks live in one module per topic in this package (attention.py, norm.py, ...). Every function
+decorated with `@check` in any of them is collected here, so it is reachable as `checks.<name>`.
 """
 
-from ._core import CheckFailed, CheckResult, reset_results, results
-from .attention import softmax
+import importlib
+import pkgutil
 
-__all__ = ["CheckFailed", "CheckResult", "reset_results", "results", "softmax"]
+from ._core import CheckFailed, CheckResult, reset_results, results
+
+
+def _collect() -> list[str]:
+    names = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for name, obj in vars(module).items():
+            if getattr(obj, "is_check", False) and obj.__module__ == module.__name__:
+                # The submodule itself may sit under the same name (checks.attention): the
+                # check replaces it; only a second check of that name is an error.
+                if getattr(globals().get(name), "is_check", False):
+                    raise ImportError(f"two exercise checks are named {name!r}; rename one.")
+                globals()[name] = obj
+                names.append(name)
+    return names
+
+
+_CHECKS = _collect()
+__all__ = ["CheckFailed", "CheckResult", "reset_results", "results", "available", *_CHECKS]
 
 
 def available() -> list[str]:
     """Return the names of all exercise checks, sorted."""
-    return sorted(name for name, obj in globals().items() if getattr(obj, "is_check", False))
+    return sorted(_CHECKS)
