@@ -1,0 +1,423 @@
+"""Turning next-token logits into text: greedy decoding, sampling, top-k / top-p, beam search.
+
+Conventions shared by every function here:
+
+* A prompt is a non-empty list of token ids (or a 1-D integer tensor); `generate` also takes a
+  batch: a (batch, seq) integer tensor or a list of lists, whose rows may differ in length.
+* The result is the continuation only, never the prompt: a list of new ids for one prompt, a
+  list of such lists for a batch.
+* A stop id ends its sequence and is *included* as the last id of the continuation, so you can
+  tell "stopped" from "ran out of max_new_tokens".
+* `temperature=0` means greedy decoding (argmax; the lowest id wins an exact tie). Otherwise
+  logits are divided by the temperature, then top-k, then top-p filtering is applied, and the
+  next id is drawn with `torch.multinomial(..., generator=generator)`.
+* The model only needs `model(tokens, cache=None)` returning logits (batch, seq, vocab) and
+  `model.args.max_seq_len`; a model without `init_cache` is decoded without a cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import ModelArgs
+
+Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
+
+
+# --- filtering and sampling ----------------------------------------------------------------
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits (..., V) with everything outside the k largest set to -inf.
+
+    Exactly k entries survive even when several tie at the k-th largest value; which of the
+    tied entries is kept is torch.topk's choice. k >= V keeps everything.
+    """
+    _check_top_k(k)
+    if k >= logits.shape[-1]:
+        return logits.clone()
+    keep = torch.topk(logits, k, dim=-1).indices
+    filtered = torch.full_like(logits, float("-inf"))
+    return filtered.scatter(-1, keep, logits.gather(-1, keep))
+
+
+def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Probabilities (..., V) renormalised over the smallest top set whose mass reaches p.
+
+    Sorted from most to least likely, a token is kept when the mass of the tokens before it is
+    still below p: the most likely token is always kept, and so is the token that crosses p.
+    Equal probabilities are ordered by id (stable sort). p = 1 keeps every token.
+    """
+    _check_top_p(p)
+    probs = probs / probs.sum(dim=-1, keepdim=True)
+    if p == 1.0:
+        return probs
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    mass_before = F.pad(sorted_probs.cumsum(dim=-1)[..., :-1], (1, 0))  # 0 for the top token
+    sorted_probs = sorted_probs.masked_fill(mass_before >= p, 0.0)
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def sample_top_p(
+    probs: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one id per row of probs (..., V) from its top-p filtered distribution."""
+    filtered = top_p_filter(probs, p)
+    ids = torch.multinomial(filtered.reshape(-1, filtered.shape[-1]), 1, generator=generator)
+    return ids.reshape(probs.shape[:-1])
+
+
+def next_token_distribution(
+    logits_row: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The distribution (V,) the next id is drawn from: temperature, then top-k, then top-p."""
+    _check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        best = logits_row.argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(logits_row, dtype=torch.float).scatter(-1, best, 1.0)
+    # shifting by the max first keeps a tiny temperature from turning logits into inf - inf
+    scaled = (logits_row - logits_row.max(dim=-1, keepdim=True).values) / temperature
+    if top_k is not None:
+        scaled = top_k_filter(scaled, top_k)
+    probs = torch.softmax(scaled, dim=-1)
+    return probs if top_p is None else top_p_filter(probs, top_p)
+
+
+def kv_cache_bytes(
+    args: ModelArgs, seq_len: int, batch_size: int = 1, bytes_per_value: int = 2
+) -> int:
+    """Memory for keys and values: 2 * n_layers * batch * seq * n_kv_heads * head_dim * bytes."""
+    if seq_len < 0 or batch_size < 0 or bytes_per_value < 1:
+        raise ValueError(
+            "kv_cache_bytes needs seq_len >= 0, batch_size >= 0 and bytes_per_value >= 1 "
+            f"(2 for float16/bfloat16, 4 for float32); got {seq_len}, {batch_size}, "
+            f"{bytes_per_value}."
+        )
+    per_value = args.n_layers * batch_size * seq_len * args.kv_heads * args.head_dim
+    return 2 * per_value * bytes_per_value
+
+
+# --- autoregressive generation -------------------------------------------------------------
+
+
+def generate(
+    model: nn.Module,
+    prompt: Prompt,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_ids: Iterable[int] | int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[int] | list[list[int]]:
+    """Continue a prompt (list[int] -> list[int]) or a batch (-> list[list[int]]); see module doc.
+
+    Ragged batches: the KV cache keeps every row at the same position and the model has no
+    padding mask, so rows are grouped by prompt length and each group is decoded as one
+    rectangular batch. Greedy results therefore equal decoding each row alone (up to the
+    last-bit rounding differences a different batch size may cause). With sampling, rows of a
+    group share one draw from `generator` per step, so a row's sample differs from the one it
+    would get alone with the same seed (it is still a sample from the same distribution).
+    A finished row keeps being fed (its ids are discarded) until its whole group is done.
+    use_cache=False recomputes the full sequence at every step.
+    """
+    rows, single = _as_rows(prompt)
+    _check_sampling(temperature, top_k, top_p)
+    _check_length(model, max(len(row) for row in rows), max_new_tokens)
+    stops = _stop_set(stop_ids)
+    out: list[list[int]] = [[] for _ in rows]
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(len(row), []).append(i)
+    for members in groups.values():
+        tokens = torch.tensor([rows[i] for i in members], device=_device(model))
+        steps = _decode(
+            model, tokens, max_new_tokens, temperature, top_k, top_p, stops, use_cache, generator
+        )
+        for new_ids in steps:
+            for i, token in zip(members, new_ids, strict=True):
+                if token is not None:
+                    out[i].append(token)
+    return out[0] if single else out
+
+
+def stream(
+    model: nn.Module,
+    prompt: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop_ids: Iterable[int] | int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Like generate for one prompt, but yield each new id as soon as it is chosen."""
+    row = _single_row(prompt)
+    _check_sampling(temperature, top_k, top_p)
+    _check_length(model, len(row), max_new_tokens)
+    tokens = torch.tensor([row], device=_device(model))
+    steps = _decode(
+        model,
+        tokens,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        _stop_set(stop_ids),
+        use_cache,
+        generator,
+    )
+    return (new_ids[0] for new_ids in steps)  # never None: a lone row ends the loop when it stops
+
+
+def _decode(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stops: frozenset[int],
+    use_cache: bool,
+    generator: torch.Generator | None,
+) -> Iterator[list[int | None]]:
+    """Yield, per step, each row's new id (None once the row has stopped)."""
+    batch, prompt_len = tokens.shape
+    cache = None
+    if use_cache and hasattr(model, "init_cache"):
+        cache = model.init_cache(batch, prompt_len + max_new_tokens)
+    done = [False] * batch
+    feed = tokens  # with a cache: only the tokens not seen yet; without: the whole sequence
+    for step in range(max_new_tokens):
+        # no_grad around the call only: a no_grad held across a yield would leak to the caller
+        with torch.no_grad():
+            logits = (model(feed, cache=cache) if cache is not None else model(feed))[:, -1]
+        next_ids = _pick(logits, temperature, top_k, top_p, generator)
+        ids = next_ids.tolist()
+        yield [None if finished else token for finished, token in zip(done, ids, strict=True)]
+        done = [finished or token in stops for finished, token in zip(done, ids, strict=True)]
+        if all(done) or step == max_new_tokens - 1:
+            return
+        new = next_ids[:, None].to(tokens.dtype)
+        feed = new if cache is not None else torch.cat([feed, new], dim=1)
+
+
+def _pick(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Next ids (batch,) from logits (batch, V): argmax at temperature 0, else a draw."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = next_token_distribution(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# --- beam search ---------------------------------------------------------------------------
+
+
+def beam_search(
+    model: nn.Module,
+    prompt: Sequence[int] | torch.Tensor,
+    beam_width: int,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+    stop_ids: Iterable[int] | int | None = None,
+    use_cache: bool = True,
+) -> list[int]:
+    """The best continuation found by beam search (see beam_search_candidates)."""
+    candidates = beam_search_candidates(
+        model, prompt, beam_width, max_new_tokens, length_penalty, stop_ids, use_cache
+    )
+    return candidates[0][0]
+
+
+def beam_search_candidates(
+    model: nn.Module,
+    prompt: Sequence[int] | torch.Tensor,
+    beam_width: int,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+    stop_ids: Iterable[int] | int | None = None,
+    use_cache: bool = True,
+) -> list[tuple[list[int], float]]:
+    """Up to beam_width (continuation, score) pairs, best first.
+
+    Each step extends every live beam by every token and keeps the beam_width best extensions
+    by summed log-probability. An extension ending in a stop id that ranks above the last kept
+    beam is finished (stop id included). A hypothesis of n new ids scores
+    logprob / n**length_penalty: 0 ranks by total log-probability, which favours short
+    hypotheses; larger values favour longer ones. Beams still live after max_new_tokens are
+    scored the same way. The search ends early once no live beam can beat the best finished
+    one (logprobs only fall as a beam grows).
+    """
+    row = _single_row(prompt)
+    if not isinstance(beam_width, int) or beam_width < 1:
+        raise ValueError(f"beam_width must be an int >= 1 (1 is greedy), got {beam_width!r}.")
+    _check_length(model, len(row), max_new_tokens)
+    stops = _stop_set(stop_ids)
+    if max_new_tokens == 0:
+        return [([], 0.0)]
+
+    def score(logprob: float, length: int) -> float:
+        return logprob / length**length_penalty
+
+    device = _device(model)
+    cache = None
+    if use_cache and hasattr(model, "init_cache"):
+        cache = model.init_cache(beam_width, len(row) + max_new_tokens)
+    beams: list[list[int]] = [[]]  # continuations of the live beams
+    totals = [0.0]  # their summed log-probabilities
+    finished: list[tuple[list[int], float]] = []
+    feed = torch.tensor([row], device=device)
+    for length in range(1, max_new_tokens + 1):
+        if cache is None:
+            feed = torch.tensor([row + beam for beam in beams], device=device)
+        with torch.no_grad():
+            logits = (model(feed, cache=cache) if cache is not None else model(feed))[:, -1]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)  # (live beams, V)
+        extended = torch.tensor(totals, dtype=torch.float64, device=device)[:, None] + logprobs
+        vocab = logprobs.shape[-1]
+        # enough candidates that beam_width of them are not stop ids
+        k = min(extended.numel(), beam_width + len(beams) * len(stops))
+        best = torch.topk(extended.flatten(), k)
+        parents, new_beams, new_totals = [], [], []
+        for total, flat in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+            parent, token = divmod(flat, vocab)
+            if token in stops:
+                finished.append((beams[parent] + [token], score(total, length)))
+                continue
+            parents.append(parent)
+            new_beams.append(beams[parent] + [token])
+            new_totals.append(total)
+            if len(new_beams) == beam_width:
+                break
+        beams, totals = new_beams, new_totals
+        if not beams:
+            break
+        if length == max_new_tokens:
+            finished.extend(
+                (beam, score(total, length)) for beam, total in zip(beams, totals, strict=True)
+            )
+            break
+        if finished:
+            # a live beam's descendants have logprob <= its total and length in (length, max]
+            horizon = max_new_tokens if length_penalty >= 0 else length + 1
+            if max(s for _, s in finished) >= max(score(t, horizon) for t in totals):
+                break
+        if cache is not None:
+            index = torch.tensor(parents, device=device)
+            cache.k[:, : len(parents)] = cache.k[:, index]  # each beam inherits its parent's keys
+            cache.v[:, : len(parents)] = cache.v[:, index]
+            feed = torch.tensor([[beam[-1]] for beam in beams], device=device)
+    finished.sort(key=lambda pair: pair[1], reverse=True)
+    return finished[:beam_width]
+
+
+# --- input checks --------------------------------------------------------------------------
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not temperature >= 0 or temperature == float("inf"):
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}."
+        )
+    _check_top_k(top_k, allow_none=True)
+    if top_p is not None:
+        _check_top_p(top_p)
+
+
+def _check_top_k(k: Any, allow_none: bool = False) -> None:
+    if k is None and allow_none:
+        return
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be an int >= 1 (or None for no top-k), got {k!r}.")
+
+
+def _check_top_p(p: Any) -> None:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1] (1 keeps everything), got {p!r}.")
+
+
+def _check_length(model: nn.Module, prompt_len: int, max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+    limit = model.args.max_seq_len
+    if prompt_len + max_new_tokens > limit:
+        raise ValueError(
+            f"a prompt of {prompt_len} tokens plus max_new_tokens={max_new_tokens} makes "
+            f"{prompt_len + max_new_tokens} positions, more than model.args.max_seq_len={limit}. "
+            f"Ask for at most {max(limit - prompt_len, 0)} new tokens or shorten the prompt."
+        )
+
+
+def _stop_set(stop_ids: Iterable[int] | int | None) -> frozenset[int]:
+    if stop_ids is None:
+        return frozenset()
+    if isinstance(stop_ids, int):
+        return frozenset([stop_ids])
+    return frozenset(int(i) for i in stop_ids)
+
+
+def _as_ids(seq: Any, what: str) -> list[int]:
+    try:
+        ids = [operator.index(t) for t in seq]
+    except TypeError as exc:
+        raise ValueError(f"{what} must contain integer token ids; got {seq!r}.") from exc
+    if not ids:
+        raise ValueError(f"{what} is empty: give at least one token id (e.g. a BOS id).")
+    return ids
+
+
+def _as_rows(prompt: Prompt) -> tuple[list[list[int]], bool]:
+    """The prompt as a list of rows, and whether it was a single sequence."""
+    if isinstance(prompt, torch.Tensor):
+        if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dim() not in (1, 2):
+            raise ValueError(
+                "a tensor prompt must hold integer ids with shape (seq,) or (batch, seq); got "
+                f"shape {tuple(prompt.shape)} and dtype {prompt.dtype}."
+            )
+        if prompt.dim() == 1:
+            return [_as_ids(prompt.tolist(), "the prompt")], True
+        prompt = prompt.tolist()
+    if isinstance(prompt, (str, bytes)) or not isinstance(prompt, Sequence) or not prompt:
+        raise ValueError(
+            "the prompt must be a non-empty list of token ids, a list of such lists, or an "
+            f"integer tensor; got {prompt!r}. Encode text with a tokenizer first."
+        )
+    if all(isinstance(row, (Sequence, torch.Tensor)) for row in prompt):
+        return [_as_ids(row, f"prompt row {i}") for i, row in enumerate(prompt)], False
+    return [_as_ids(prompt, "the prompt")], True
+
+
+def _single_row(prompt: Sequence[int] | torch.Tensor) -> list[int]:
+    rows, single = _as_rows(prompt)
+    if not single:
+        raise ValueError(
+            "this function continues one prompt (a list of ids); for a batch call generate, "
+            "or call it once per row."
+        )
+    return rows[0]
+
+
+def _device(model: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
