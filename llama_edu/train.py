@@ -1,0 +1,517 @@
+"""Training a small Llama: batches, AdamW, a warm-up + cosine schedule, safe checkpoints, torchrun.
+
+One entry point, `train(cfg, out_dir)`, runs on one process or under
+`torchrun --nproc_per_node=N` (DistributedDataParallel; nccl on CUDA, gloo on CPU).
+Checkpoints hold only tensors (safetensors) and JSON, so loading never unpickles anything, and
+every write goes to a temporary folder first and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .data import TinyTales, load_corpus, train_val_split
+from .device import get_device
+from .model import Llama, ModelArgs
+from .tokenizer import SentencePieceTokenizer, train_sentencepiece
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved with every checkpoint)."""
+
+    corpus: str = "tiny-tales"
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int = 512
+    n_stories: int = 20000  # TinyTales stories for training (the validation stories are extra)
+    seq_len: int = 128
+    batch_size: int = 32  # sequences per optimiser step, summed over processes
+    grad_accum: int = 1
+    max_steps: int = 600
+    max_minutes: float | None = None  # a safety stop; the schedule still follows max_steps
+    max_lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # JSON gives a list back
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_steps < 1 or self.seq_len < 2:
+            raise ValueError("batch_size, grad_accum, max_steps must be >= 1 and seq_len >= 2.")
+        if not 0 <= self.min_lr <= self.max_lr:
+            raise ValueError(f"need 0 <= min_lr <= max_lr, got {self.min_lr} and {self.max_lr}.")
+
+    def model_args(self) -> ModelArgs:
+        """The model this run trains: the preset, with the run's vocabulary and overrides."""
+        overrides = {"vocab_size": self.vocab_size, **self.model_overrides}
+        return ModelArgs.from_name(self.preset, **overrides)
+
+
+# --- the pieces that the notebook builds by hand -------------------------------------------
+
+
+def lr_at(step: int, warmup_steps: int, max_steps: int, max_lr: float, min_lr: float) -> float:
+    """Linear warm-up from 0 to max_lr, cosine decay to min_lr at max_steps, min_lr after."""
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def adamw_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One AdamW update (step counts from 1); returns new (param, m, v) without changing inputs."""
+    beta1, beta2 = betas
+    param = param * (1 - lr * weight_decay)  # decoupled weight decay
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def random_windows(
+    tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets, each (batch_size, seq_len), from random places in tokens."""
+    if tokens.numel() < seq_len + 2:
+        raise ValueError(
+            f"the corpus has {tokens.numel()} tokens, too few for windows of seq_len={seq_len}. "
+            "Use more text or a smaller seq_len."
+        )
+    starts = torch.randint(0, tokens.numel() - seq_len - 1, (batch_size,), generator=generator)
+    rows = torch.stack([tokens[s : s + seq_len + 1] for s in starts.tolist()])
+    return rows[:, :-1], rows[:, 1:]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on norms or embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.dim() < 2 or "tok_embeddings" in name or "norm" in name
+        (no_decay if skip else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.max_lr, betas=cfg.betas, foreach=False)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    """Token streams for training and validation, and what is needed to report bits/char."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    val_chars: int
+    tokenizer: SentencePieceTokenizer
+    val_texts: list[str] = field(default_factory=list)
+
+
+def prepare_corpus(cfg: TrainConfig, out_dir: Path) -> Corpus:
+    """Make (or reuse) the run's tokenizer and encode train and validation text."""
+    if cfg.corpus == "tiny-tales":
+        tales = TinyTales()
+        train_texts = [s.text for s in tales.sample(cfg.n_stories, seed=cfg.seed)]
+        val_texts = [
+            s.text for s in tales.sample(max(200, cfg.n_stories // 20), seed=cfg.seed + 10**6)
+        ]
+    else:
+        train_text, val_text = train_val_split(load_corpus(cfg.corpus), 0.1, seed=cfg.seed)
+        train_texts, val_texts = train_text.split("\n"), val_text.split("\n")
+    model_file = out_dir / "tokenizer.model"
+    if model_file.exists():
+        tokenizer = SentencePieceTokenizer(model_file)
+    else:
+        tokenizer = train_sentencepiece("\n".join(train_texts), cfg.vocab_size, out_dir)
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"{model_file} has {tokenizer.vocab_size} tokens but the run asks for {cfg.vocab_size}."
+        )
+
+    def stream(texts: list[str]) -> torch.Tensor:
+        ids: list[int] = []
+        for text in texts:
+            ids += tokenizer.encode(text, bos=True, eos=True)
+        return torch.tensor(ids, dtype=torch.long)
+
+    # each document ends with a newline in the character count: eos stands for it
+    val_chars = sum(len(t) + 1 for t in val_texts)
+    return Corpus(stream(train_texts), stream(val_texts), val_chars, tokenizer, val_texts)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupted, or belongs to another configuration."""
+
+
+def save_checkpoint(
+    out_dir: Path,
+    model: Llama,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    generator: torch.Generator,
+) -> Path:
+    """Write weights, optimiser state and training state; replace the old checkpoint atomically."""
+    target = out_dir / "checkpoint"
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".checkpoint."))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if model.args.tie_embeddings:
+            weights.pop("output.weight")
+        save_file(weights, staging / "model.safetensors")
+        opt = optimizer.state_dict()
+        tensors = {"generator_state": generator.get_state()}
+        for index, values in opt["state"].items():
+            for key, value in values.items():
+                tensors[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        save_file(tensors, staging / "optimizer.safetensors")
+        (staging / "state.json").write_text(
+            json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1) + "\n"
+        )
+        old = out_dir / ".checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def load_checkpoint(
+    out_dir: Path,
+    model: Llama,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint into model (and optimizer, generator); return the training state."""
+    folder = out_dir / "checkpoint"
+    if not folder.is_dir() and (out_dir / ".checkpoint.old").is_dir():
+        folder = out_dir / ".checkpoint.old"  # a crash between the two renames
+    try:
+        weights = load_file(folder / "model.safetensors")
+        state = json.loads((folder / "state.json").read_text())
+        extra = load_file(folder / "optimizer.safetensors") if optimizer or generator else {}
+    except FileNotFoundError as exc:
+        raise CheckpointError(
+            f"no complete checkpoint in {out_dir}: {exc.filename} is missing."
+        ) from exc
+    except Exception as exc:  # safetensors raises its own errors for truncated files
+        raise CheckpointError(
+            f"the checkpoint in {folder} is corrupted or truncated ({type(exc).__name__}: {exc}). "
+            "Nothing was changed; train again or restore the folder from a copy."
+        ) from exc
+    from .interop import validate_state_dict
+
+    validate_state_dict(weights, model.args)
+    model.load_state_dict(weights, strict=not model.args.tie_embeddings)
+    if optimizer is not None:
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in extra.items():
+            if key.startswith("state."):
+                _, index, name = key.split(".", 2)
+                opt_state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    if generator is not None:
+        generator.set_state(extra["generator_state"])
+    return state
+
+
+def _check_same_run(out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    config_file = out_dir / "config.json"
+    if not config_file.exists():
+        if out_dir.exists() and any(p for p in out_dir.iterdir() if not p.name.startswith(".")):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out_dir} is not empty and holds no training run. Choose a new folder, or "
+                    "pass overwrite=True (--overwrite) to replace its contents."
+                )
+        return
+    saved = json.loads(config_file.read_text())
+    if overwrite:
+        for child in out_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return
+    if not resume:
+        raise FileExistsError(
+            f"{out_dir} already holds a training run. Pass resume=True (--resume) to continue it, "
+            "overwrite=True (--overwrite) to replace it, or choose another folder."
+        )
+    mine = _json({"model": cfg.model_args().to_dict(), "train": dataclasses.asdict(cfg)})
+    differing = [
+        f"{part}.{key}: saved {saved[part].get(key)!r}, now {value!r}"
+        for part in ("model", "train")
+        for key, value in mine[part].items()
+        if saved[part].get(key) != value and key not in ("max_steps", "max_minutes", "device")
+    ]
+    if differing:
+        raise ValueError(
+            "cannot resume: the configuration differs from the saved run in "
+            + "; ".join(differing)
+            + ". Use the saved configuration, or start a new run."
+        )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    model: Llama
+    tokenizer: SentencePieceTokenizer
+    history: list[dict[str, float]]
+    step: int
+    stopped: str  # "finished", "interrupted", "time limit" or "non-finite loss"
+    out_dir: Path | None
+
+
+def evaluate(
+    model: Llama, corpus: Corpus, cfg: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Validation loss (nats/token) on fixed windows, and the same in bits per character."""
+    windows = corpus.val[: (corpus.val.numel() - 1) // cfg.seq_len * cfg.seq_len + 1]
+    n = min(cfg.eval_batches * cfg.batch_size, (windows.numel() - 1) // cfg.seq_len)
+    if n < 1:
+        raise ValueError(f"the validation text is shorter than one window of {cfg.seq_len} tokens.")
+    x = windows[: n * cfg.seq_len].view(n, cfg.seq_len)  # (windows, seq_len)
+    y = windows[1 : n * cfg.seq_len + 1].view(n, cfg.seq_len)
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, n, cfg.batch_size):
+            logits = model(x[i : i + cfg.batch_size].to(device))
+            target = y[i : i + cfg.batch_size].to(device)
+            total += F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum").item()
+    model.train(was_training)
+    loss = total / (n * cfg.seq_len)
+    chars_per_token = corpus.val_chars / corpus.val.numel()
+    return {"val_loss": loss, "val_bpc": loss / math.log(2) / chars_per_token}
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a Llama on cfg.corpus, checkpointing into out_dir; Ctrl-C saves and stops cleanly."""
+    rank, world = _distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes.")
+    device = get_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    run_dir = (
+        Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="llama_edu_run_"))
+    )
+    if rank == 0:
+        _check_same_run(run_dir, cfg, resume, overwrite)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        dist.barrier()
+    corpus = prepare_corpus(cfg, run_dir) if rank == 0 else None
+    if world > 1:
+        dist.barrier()
+        corpus = corpus or prepare_corpus(cfg, run_dir)
+    assert corpus is not None
+
+    torch.manual_seed(cfg.seed)
+    args = cfg.model_args()
+    model = Llama(args).to(device)
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "history": []}
+    if resume and (run_dir / "checkpoint").exists():
+        state = load_checkpoint(run_dir, model, optimizer, generator)
+        state.pop("param_groups", None)
+    elif rank == 0:
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "format": FORMAT_VERSION,
+                    "model": args.to_dict(),
+                    "train": _json(dataclasses.asdict(cfg)),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+    model.train()
+    ddp_model: torch.nn.Module = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile and device.type == "cuda":
+        ddp_model = torch.compile(ddp_model)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    per_rank = cfg.batch_size // world
+    step, stopped = state["step"], "finished"
+    start = time.perf_counter()
+    last_good = dict(state)
+    step_started, data_state = step, generator.get_state()
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="training", unit="step")
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(run_dir, model, optimizer, {**state, "step": step}, generator)
+
+    try:
+        while step < cfg.max_steps:
+            step_started, data_state = step, generator.get_state()
+            lr = lr_at(step, cfg.warmup_steps, cfg.max_steps, cfg.max_lr, cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(cfg.grad_accum):
+                x, y = random_windows(corpus.train, cfg.batch_size, cfg.seq_len, generator)
+                x = x[rank * per_rank : (rank + 1) * per_rank].to(device)  # this process's rows
+                y = y[rank * per_rank : (rank + 1) * per_rank].to(device)
+                sync = micro == cfg.grad_accum - 1 or world == 1
+                with autocast, contextlib.nullcontext() if sync else ddp_model.no_sync():
+                    logits = ddp_model(x)
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach() / cfg.grad_accum
+            if world > 1:
+                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+            train_loss = loss_sum.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                stopped = "non-finite loss"
+                optimizer.zero_grad(set_to_none=True)
+                if rank == 0:
+                    print(
+                        f"training stopped at step {step}: the loss is {train_loss} and the "
+                        f"gradient norm {grad_norm}. The last good checkpoint is kept; try a "
+                        "smaller max_lr."
+                    )
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            state["tokens"] += cfg.batch_size * cfg.grad_accum * cfg.seq_len
+            tokens_per_s = (
+                cfg.batch_size * cfg.grad_accum * cfg.seq_len / (time.perf_counter() - t0)
+            )
+            record = {"step": step, "lr": lr, "train_loss": train_loss, "grad_norm": grad_norm,
+                      "tokens_per_s": tokens_per_s}
+            state["history"].append(record)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                if rank == 0:
+                    record.update(evaluate(model, corpus, cfg, device))
+                if callback is not None and rank == 0:
+                    callback(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+            if step % cfg.checkpoint_every == 0:
+                state["step"] = step
+                checkpoint()
+                last_good = dict(state)
+            if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
+                stopped = "time limit"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        if step == step_started:  # stopped inside a step: undo its batch so resuming repeats it
+            generator.set_state(data_state)
+            optimizer.zero_grad(set_to_none=True)
+        if rank == 0:
+            print(f"interrupted at step {step}; saving a checkpoint so you can resume.")
+    finally:
+        if bar is not None:
+            bar.close()
+    state["step"] = step
+    if stopped != "non-finite loss":
+        checkpoint()
+    else:
+        state = last_good
+    if world > 1:
+        dist.barrier()
+    model.eval()
+    return TrainResult(model, corpus.tokenizer, state["history"], step, stopped, run_dir)
+
+
+def load_run(out_dir: str | os.PathLike) -> tuple[Llama, SentencePieceTokenizer]:
+    """The trained model and tokenizer of a run folder (or of the shipped checkpoint)."""
+    folder = Path(out_dir)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; is it a run folder made by train()?")
+    config = json.loads(config_file.read_text())
+    model = Llama(ModelArgs(**config["model"]))
+    load_checkpoint(folder, model)
+    return model.eval(), SentencePieceTokenizer(folder / "tokenizer.model")
