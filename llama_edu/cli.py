@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import classroom
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+DEFAULT_CORPORA = "tiny-tales, python-docs, tiny-shakespeare, or a path to a UTF-8 text file"
 
 
 def _student(args: argparse.Namespace) -> int:
@@ -19,6 +26,80 @@ def _student(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     print(f"{len(written)} student notebooks written to {args.out_dir}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import CheckpointError, TrainConfig, train
+
+    fields = {
+        "corpus": args.corpus, "preset": args.preset, "seed": args.seed,
+        "max_minutes": args.minutes, "device": args.device, "compile": args.compile,
+    }
+    for name in ("max_steps", "batch_size", "seq_len", "vocab_size", "max_lr", "n_stories"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    try:
+        cfg = TrainConfig(**fields)
+        if args.minutes is not None and args.max_steps is None:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError("under torchrun give --max-steps, so that every process agrees.")
+            cfg.max_steps = _steps_for_minutes(cfg, args.minutes)
+        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, FileExistsError, FileNotFoundError, CheckpointError) as exc:
+        print(f"llama-edu train: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    last = next((h for h in reversed(result.history) if "val_loss" in h), None)
+    print(f"{result.stopped} after {result.step} steps; run saved in {result.out_dir}")
+    if last:
+        print(f"validation loss {last['val_loss']:.4f} nats/token, {last['val_bpc']:.4f} bits/char")
+    return 0
+
+
+def _steps_for_minutes(cfg: TrainConfig, minutes: float) -> int:
+    """Estimate how many optimiser steps fit in `minutes`, from a short timed trial."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from .device import get_device
+    from .model import Llama
+
+    device = get_device(cfg.device)
+    model = Llama(cfg.model_args()).to(device)
+    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.seq_len), device=device)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        F.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+        times.append(time.perf_counter() - start)
+    per_step = min(times) * cfg.grad_accum * 1.3  # optimiser, data and evaluation overhead
+    return max(10, int(minutes * 60 / per_step))
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .generate import generate
+    from .train import load_run
+
+    try:
+        model, tokenizer = load_run(args.checkpoint)
+        prompt = tokenizer.encode(args.prompt, bos=True)
+        generator = torch.Generator().manual_seed(args.seed)
+        for _ in range(args.n):
+            new = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, stop_ids=[tokenizer.eos_id],
+                           generator=generator)
+            new = [t for t in new if t != tokenizer.eos_id]
+            print(tokenizer.decode(prompt[1:] + new))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"llama-edu sample: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -37,6 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", help="folder with the instructor notebooks (default: the workbook's notebooks/)"
     )
     student.set_defaults(func=_student)
+
+    tr = sub.add_parser("train", help="train a small Llama and save checkpoints into --out")
+    tr.add_argument("--corpus", default="tiny-tales", help=DEFAULT_CORPORA)
+    tr.add_argument("--preset", default="tiny", help="model preset (see ModelArgs.from_name)")
+    tr.add_argument("--out", required=True, help="run folder, e.g. runs/first")
+    tr.add_argument("--minutes", type=float, help="train for about this long")
+    tr.add_argument("--max-steps", type=int, dest="max_steps")
+    tr.add_argument("--batch-size", type=int, dest="batch_size")
+    tr.add_argument("--seq-len", type=int, dest="seq_len")
+    tr.add_argument("--vocab-size", type=int, dest="vocab_size")
+    tr.add_argument("--n-stories", type=int, dest="n_stories")
+    tr.add_argument("--max-lr", type=float, dest="max_lr")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    tr.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    tr.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    tr.set_defaults(func=_train)
+
+    sa = sub.add_parser("sample", help="write text with a trained run")
+    sa.add_argument("--checkpoint", required=True, help="a run folder made by `llama-edu train`")
+    sa.add_argument("--prompt", default="Once upon a time,")
+    sa.add_argument("--max-new-tokens", type=int, default=100, dest="max_new_tokens")
+    sa.add_argument("--temperature", type=float, default=0.8)
+    sa.add_argument("--top-k", type=int, dest="top_k")
+    sa.add_argument("--top-p", type=float, dest="top_p")
+    sa.add_argument("-n", type=int, default=1, help="how many samples")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.set_defaults(func=_sample)
     return parser
 
 

@@ -466,8 +466,13 @@ def train(
             tokens_per_s = (
                 cfg.batch_size * cfg.grad_accum * cfg.seq_len / (time.perf_counter() - t0)
             )
-            record = {"step": step, "lr": lr, "train_loss": train_loss, "grad_norm": grad_norm,
-                      "tokens_per_s": tokens_per_s}
+            record = {
+                "step": step,
+                "lr": lr,
+                "train_loss": train_loss,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s,
+            }
             state["history"].append(record)
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 if rank == 0:
@@ -515,3 +520,89 @@ def load_run(out_dir: str | os.PathLike) -> tuple[Llama, SentencePieceTokenizer]
     model = Llama(ModelArgs(**config["model"]))
     load_checkpoint(folder, model)
     return model.eval(), SentencePieceTokenizer(folder / "tokenizer.model")
+
+
+@dataclass
+class TalesReport:
+    """How close a model comes to the best possible loss on TinyTales (all in bits per char)."""
+
+    unigram: float
+    bigram: float
+    floor: float
+    floor_stderr: float
+    model: float
+    gap_closed: float  # (bigram - model) / (bigram - floor)
+    valid_fraction: float
+    n_samples: int
+
+
+def story_bits_per_char(
+    model: Llama, tokenizer: SentencePieceTokenizer, texts: list[str], batch_size: int = 64
+) -> float:
+    """The model's bits per character on whole stories (bos + story + eos; eos is the newline)."""
+    device = next(model.parameters()).device
+    total_bits, total_chars = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            rows = [tokenizer.encode(t, bos=True, eos=True) for t in texts[i : i + batch_size]]
+            width = max(len(r) for r in rows)
+            ids = torch.zeros(len(rows), width, dtype=torch.long)
+            mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+            for j, row in enumerate(rows):
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row) - 1] = True
+            logits = model(ids[:, :-1].to(device))  # padding sits after each story: never seen
+            nll = F.cross_entropy(
+                logits.flatten(0, 1), ids[:, 1:].flatten().to(device), reduction="none"
+            ).view_as(mask)
+            total_bits += nll[mask.to(device)].sum().item() / math.log(2)
+            total_chars += sum(len(t) + 1 for t in texts[i : i + batch_size])
+    model.train(was_training)
+    return total_bits / total_chars
+
+
+def tales_report(
+    model: Llama,
+    tokenizer: SentencePieceTokenizer,
+    n_eval: int = 1000,
+    n_samples: int = 200,
+    n_train_baseline: int = 20000,
+    seed: int = 12345,
+    temperature: float = 1.0,
+) -> TalesReport:
+    """Baselines, the entropy floor, the model's bits/char, the gap closed and valid samples."""
+    from .data import bigram_bits_per_char, unigram_bits_per_char
+    from .generate import generate
+
+    tales = TinyTales()
+    held_out = [s.text for s in tales.sample(n_eval, seed=seed)]
+    train_texts = [s.text for s in tales.sample(n_train_baseline, seed=seed + 1)]
+    floor = tales.entropy_floor(n=n_eval, seed=seed)
+    bigram = bigram_bits_per_char(train_texts, held_out)
+    model_bpc = story_bits_per_char(model, tokenizer, held_out)
+    generator = torch.Generator().manual_seed(seed)
+    valid = 0
+    limit = min(model.args.max_seq_len - 1, 200)
+    for _ in range(n_samples):
+        new = generate(
+            model,
+            [tokenizer.bos_id],
+            limit,
+            temperature=temperature,
+            stop_ids=[tokenizer.eos_id],
+            generator=generator,
+        )
+        text = tokenizer.decode([t for t in new if t != tokenizer.eos_id])
+        valid += bool(tales.is_valid(text))
+    return TalesReport(
+        unigram=unigram_bits_per_char(train_texts, held_out),
+        bigram=bigram,
+        floor=floor.bits_per_char,
+        floor_stderr=floor.stderr,
+        model=model_bpc,
+        gap_closed=(bigram - model_bpc) / (bigram - floor.bits_per_char),
+        valid_fraction=valid / n_samples,
+        n_samples=n_samples,
+    )
