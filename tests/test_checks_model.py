@@ -1,0 +1,257 @@
+"""The full-model checks: each passes correct solutions and names the typical mistakes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from einops import rearrange
+
+from llama_edu import checks
+from llama_edu.attention import attention, repeat_kv
+from llama_edu.model import Llama, ModelArgs
+from llama_edu.model import count_params as lib_count_params
+from llama_edu.norm import rms_norm
+from llama_edu.rope import rotate_pairs
+
+# --------------------------------------------------------------------------- transformer block
+
+
+def block_reference(x, block, cos, sin, mask):
+    h = x + block.attention(block.attention_norm(x), cos, sin, mask)
+    return h + block.feed_forward(block.ffn_norm(h))
+
+
+def block_from_weights(x, block, cos, sin, mask):
+    """Written differently: norms and attention spelled out from the raw weights."""
+    att = block.attention
+
+    def norm(t, module):
+        return rms_norm(t, module.weight, module.eps)
+
+    xn = norm(x, block.attention_norm)
+    q = rearrange(xn @ att.wq.weight.T, "b s (h d) -> b s h d", h=att.n_heads)
+    k = rearrange(xn @ att.wk.weight.T, "b s (h d) -> b s h d", h=att.n_kv_heads)
+    v = rearrange(xn @ att.wv.weight.T, "b s (h d) -> b s h d", h=att.n_kv_heads)
+    q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+    k, v = repeat_kv(k, att.n_rep), repeat_kv(v, att.n_rep)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    out = rearrange(attention(q, k, v, mask), "b h s d -> b s (h d)") @ att.wo.weight.T
+    h = x + out
+    ff = block.feed_forward
+    hn = norm(h, block.ffn_norm)
+    gate = hn @ ff.w1.weight.T
+    return h + (gate * torch.sigmoid(gate) * (hn @ ff.w3.weight.T)) @ ff.w2.weight.T
+
+
+def block_post_norm(x, block, cos, sin, mask):
+    h = block.attention_norm(x + block.attention(x, cos, sin, mask))
+    return block.ffn_norm(h + block.feed_forward(h))
+
+
+def block_no_attention_residual(x, block, cos, sin, mask):
+    h = block.attention(block.attention_norm(x), cos, sin, mask)
+    return h + block.feed_forward(block.ffn_norm(h))
+
+
+def block_no_ffn_residual(x, block, cos, sin, mask):
+    h = x + block.attention(block.attention_norm(x), cos, sin, mask)
+    return block.feed_forward(block.ffn_norm(h))
+
+
+def block_one_norm_twice(x, block, cos, sin, mask):
+    h = x + block.attention(block.attention_norm(x), cos, sin, mask)
+    return h + block.feed_forward(block.attention_norm(h))
+
+
+def block_ffn_on_x(x, block, cos, sin, mask):
+    h = x + block.attention(block.attention_norm(x), cos, sin, mask)
+    return h + block.feed_forward(block.ffn_norm(x))
+
+
+def block_without_mask(x, block, cos, sin, mask):
+    h = x + block.attention(block.attention_norm(x), cos, sin, None)
+    return h + block.feed_forward(block.ffn_norm(h))
+
+
+def block_calls_the_block(x, block, cos, sin, mask):
+    return block(x, cos, sin, mask)[0]
+
+
+def block_returns_tuple(x, block, cos, sin, mask):
+    out = block_reference(x, block, cos, sin, mask)
+    return out, None
+
+
+def block_in_place(x, block, cos, sin, mask):
+    x += block.attention(block.attention_norm(x), cos, sin, mask)
+    return x + block.feed_forward(block.ffn_norm(x))
+
+
+# --------------------------------------------------------------------------- parameter count
+
+
+def count_reference(args):
+    return lib_count_params(args)
+
+
+def count_by_formula(args):
+    """Written differently: the formula, term by term."""
+    d, kv_width = args.dim, args.kv_heads * args.head_dim
+    attention_params = 2 * d * d + 2 * d * kv_width
+    ffn = 3 * d * args.hidden_dim
+    output = 0 if args.tie_embeddings else args.vocab_size * d
+    return args.vocab_size * d + args.n_layers * (attention_params + ffn + 2 * d) + d + output
+
+
+def count_unique_tensors(args):
+    """Written differently: build on the meta device and count each tensor once by identity."""
+    with torch.device("meta"):
+        model = Llama(args)
+    seen = {id(p): p.numel() for p in model.state_dict(keep_vars=True).values()}
+    return sum(seen.values())
+
+
+def count_ignores_kv_heads(args):
+    d = args.dim
+    output = 0 if args.tie_embeddings else args.vocab_size * d
+    per_layer = 4 * d * d + 3 * d * args.hidden_dim + 2 * d
+    return args.vocab_size * d + args.n_layers * per_layer + d + output
+
+
+def count_tied_twice(args):
+    return count_by_formula(args) + (args.vocab_size * args.dim if args.tie_embeddings else 0)
+
+
+def count_without_norms(args):
+    return count_by_formula(args) - (2 * args.n_layers + 1) * args.dim
+
+
+def count_without_final_norm(args):
+    return count_by_formula(args) - args.dim
+
+
+def count_hidden_4d(args):
+    return count_by_formula(args) + 3 * args.n_layers * args.dim * (4 * args.dim - args.hidden_dim)
+
+
+def count_with_biases(args):
+    d, kv_width, hidden = args.dim, args.kv_heads * args.head_dim, args.hidden_dim
+    return count_by_formula(args) + args.n_layers * (d + 2 * kv_width + d + 2 * hidden + d)
+
+
+def count_as_float(args):
+    return float(count_by_formula(args))
+
+
+def count_as_tensor(args):
+    return torch.tensor(count_by_formula(args))
+
+
+def count_off_by_a_bit(args):
+    return count_by_formula(args) + 7
+
+
+# --------------------------------------------------------------------------- tables
+
+CORRECT = [
+    ("transformer_block", block_reference),
+    ("transformer_block", block_from_weights),
+    ("count_params", count_reference),
+    ("count_params", count_by_formula),
+    ("count_params", count_unique_tensors),
+]
+
+WRONG = [
+    ("transformer_block", block_post_norm, ["post-norm", "original Transformer"]),
+    ("transformer_block", block_no_attention_residual, ["residual", "around the attention"]),
+    ("transformer_block", block_no_ffn_residual, ["residual", "around the feed-forward"]),
+    ("transformer_block", block_one_norm_twice, ["attention_norm is used for both", "ffn_norm"]),
+    ("transformer_block", block_ffn_on_x, ["applied to x instead of h"]),
+    ("transformer_block", block_without_mask, ["mask is not passed"]),
+    ("transformer_block", block_calls_the_block, ["called the block itself"]),
+    ("transformer_block", block_returns_tuple, ["returned a tuple"]),
+    ("transformer_block", block_in_place, ["in place"]),
+    ("count_params", count_ignores_kv_heads, ["n_kv_heads", "llama3-8b"]),
+    ("count_params", count_tied_twice, ["counted twice", "llama3.2-1b"]),
+    ("count_params", count_without_norms, ["RMSNorm weights are missing"]),
+    ("count_params", count_without_final_norm, ["final norm is missing"]),
+    ("count_params", count_hidden_4d, ["4 * dim", "hidden_dim"]),
+    ("count_params", count_with_biases, ["biases", "bias=False"]),
+    ("count_params", count_as_float, ["float", "return an int"]),
+    ("count_params", count_as_tensor, ["tensor", "Python int"]),
+    ("count_params", count_off_by_a_bit, ["expected 6,738,415,616", "embeddings 131,072,000"]),
+]
+
+CHECKS = sorted({case[0] for case in CORRECT})
+
+
+def _id(case: tuple) -> str:
+    return f"{case[0]}-{case[1].__name__}"
+
+
+@pytest.mark.parametrize(("name", "solution"), CORRECT, ids=[_id(c) for c in CORRECT])
+def test_correct_solutions_pass(name, solution, capsys):
+    getattr(checks, name)(solution)
+    out = capsys.readouterr().out
+    assert out.startswith(f"\u2713 checks.{name} passed: ")
+    assert out.count("\n") == 1
+    assert checks.results()[name].status == "passed"
+
+
+@pytest.mark.parametrize(("name", "wrong", "words"), WRONG, ids=[_id(c) for c in WRONG])
+def test_typical_mistakes_are_named(name, wrong, words):
+    with pytest.raises(checks.CheckFailed) as info:
+        getattr(checks, name)(wrong)
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} missing from: {message}"
+    assert checks.results()[name].status == "failed"
+
+
+def test_every_check_rejects_at_least_three_mistakes():
+    for name in CHECKS:
+        assert sum(case[0] == name for case in WRONG) >= 3, name
+        assert sum(case[0] == name for case in CORRECT) >= 2, name
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_not_implemented_is_reported_not_raised(name, capsys):
+    def not_yet(*args, **kwargs):
+        raise NotImplementedError("Exercise: replace this line with your solution")
+
+    getattr(checks, name)(not_yet)
+    out = capsys.readouterr().out
+    assert f"checks.{name}: not implemented yet" in out
+    assert checks.results()[name].status == "not implemented"
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_checks_are_listed(name):
+    assert name in checks.available()
+    assert getattr(checks, name).is_check
+
+
+def test_a_crash_is_reported_with_the_call():
+    def crashes(x, block, cos, sin, mask):
+        return block.attention(x, cos, sin)[:, :, :3] + x
+
+    with pytest.raises(checks.CheckFailed, match="your function raised RuntimeError"):
+        checks.transformer_block(crashes)
+
+
+def test_the_formula_matches_the_built_model_on_every_preset():
+    for name in (
+        "tiny",
+        "llama-7b",
+        "llama2-7b",
+        "llama2-13b",
+        "llama2-70b",
+        "llama3-8b",
+        "llama3.1-8b",
+        "llama3.2-1b",
+    ):
+        args = ModelArgs.from_name(name)
+        assert count_by_formula(args) == lib_count_params(args), name
+        assert math.isclose(count_unique_tensors(args), lib_count_params(args)), name
