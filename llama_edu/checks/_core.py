@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +124,45 @@ def check(body: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., 
 
     run.is_check = True  # type: ignore[attr-defined]
     return run
+
+
+Mistake = tuple[torch.Tensor, str]
+"""What a typical wrong solution returns on an input, and the message that names the mistake."""
+
+
+def match_mistakes(
+    out: Any,
+    expected: torch.Tensor,
+    mistakes: Sequence[Mistake],
+    label: str,
+    otherwise: str = "",
+    what: str = "the reference",
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    mistake_atol: float | None = None,
+) -> None:
+    """Fail, naming the mistake whose output `out` equals, unless `out` equals `expected`.
+
+    `mistake_atol` loosens only the search among mistakes (the answer itself is held to atol).
+    """
+    if not isinstance(out, torch.Tensor):
+        fail(f"the result should be a torch.Tensor, but it is {type(out).__name__}.")
+    if close(out, expected, atol, rtol):
+        return
+    loose = atol if mistake_atol is None else mistake_atol
+    for wrong, message in mistakes:
+        if close(out, wrong, loose, rtol):
+            fail(f"with {label}: {message}")
+    if out.shape != expected.shape:
+        fail(
+            f"with {label} the result has shape {tuple(out.shape)}; expected "
+            f"{tuple(expected.shape)}. {otherwise}".rstrip()
+        )
+    if not torch.isfinite(out).all():
+        fail(f"with {label} the result contains inf or nan. {otherwise}".rstrip())
+    diff = (out.double() - expected.double()).abs()
+    where = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+    fail(
+        f"with {label} the result differs from {what} by up to {diff.max().item():.3g} "
+        f"(at index {where}). {otherwise}".rstrip()
+    )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
 from .. import attention as ref
-from ._core import call, check, close, expect_tensor, fail
-
-Mistake = tuple[torch.Tensor, str]
+from ._core import Mistake, call, check, close, expect_tensor, fail, match_mistakes
 
 
 @check
@@ -167,7 +165,7 @@ def _check_mask(out: object, seq_len: int, start_pos: int) -> None:
                 "torch.triu(..., diagonal=start_pos + 1).",
             )
         )
-    _match(
+    match_mistakes(
         out,
         ref.causal_mask(seq_len, start_pos),
         mistakes,
@@ -223,7 +221,7 @@ def attention(fn: Callable[..., torch.Tensor]) -> str:
                 "mask with the scores (-inf * 0 = nan, -inf * -1 = +inf); the mask is added: "
                 "scores + mask."
             )
-        _match(
+        match_mistakes(
             out,
             ref.attention(q, k, v, mask),
             _attention_mistakes(q, k, v, mask),
@@ -337,7 +335,7 @@ def repeat_kv(fn: Callable[..., torch.Tensor]) -> str:
             )
         if isinstance(out, torch.Tensor) and out.dtype != x.dtype:
             fail(f"with {label} the result has dtype {str(out.dtype)[6:]}; keep x's dtype.")
-        _match(out, ref.repeat_kv(x, n_rep), _repeat_mistakes(x, n_rep), label, otherwise)
+        match_mistakes(out, ref.repeat_kv(x, n_rep), _repeat_mistakes(x, n_rep), label, otherwise)
     return "repeats each kv head n_rep times in a row (0, 0, 1, 1, ...) on 4 inputs, n_rep 1 to 4"
 
 
@@ -376,28 +374,3 @@ def _repeat_mistakes(x: torch.Tensor, n_rep: int) -> list[Mistake]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _match(
-    out: object,
-    expected: torch.Tensor,
-    mistakes: Sequence[Mistake],
-    label: str,
-    otherwise: str,
-) -> None:
-    """Fail, naming the mistake whose output `out` equals, unless `out` equals `expected`."""
-    if not isinstance(out, torch.Tensor):
-        fail(f"the result should be a torch.Tensor, but it is {type(out).__name__}.")
-    if close(out, expected):
-        return
-    for wrong, message in mistakes:
-        if close(out, wrong):
-            fail(f"with {label}: {message}")
-    if out.shape != expected.shape:
-        fail(
-            f"with {label} the result has shape {tuple(out.shape)}; expected "
-            f"{tuple(expected.shape)}. {otherwise}"
-        )
-    if torch.isnan(out).any():
-        fail(f"with {label} the result contains nan. {otherwise}")
-    fail(f"with {label} the result differs from the reference. {otherwise}")

@@ -8,9 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ._core import call, check, close, fail
-
-Mistake = tuple[torch.Tensor, str]
+from ._core import Mistake, call, check, close, fail
 
 _LOOKUP_HINT = (
     "Build one_hot = F.one_hot(ids, num_classes=table.shape[0]).to(table.dtype), of shape "

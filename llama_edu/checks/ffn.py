@@ -10,9 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ffn as ref
-from ._core import call, check, close, fail
-
-Mistake = tuple[torch.Tensor, str]
+from ._core import Mistake, call, check, close, fail
 
 _LAYOUT = (
     "The weights use nn.Linear's layout (out_features, in_features): w1 and w3 are "

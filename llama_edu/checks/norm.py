@@ -7,9 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .. import norm as ref
-from ._core import call, check, close, fail
-
-Mistake = tuple[torch.Tensor, str]
+from ._core import Mistake, call, check, close, fail, match_mistakes
 
 _HINT = (
     "RMSNorm is x / sqrt(mean(x**2 over the last axis) + eps) * weight; keep the reduced axis "
@@ -130,8 +128,7 @@ def _mistakes(x: torch.Tensor, weight: torch.Tensor, eps: float) -> list[Mistake
         ),
         (
             x64 * w * torch.rsqrt((x64 * w).pow(2).mean(dim=-1, keepdim=True) + eps),
-            "the weight is applied before normalising. Normalise x first, then multiply by "
-            "weight.",
+            "the weight is applied before normalising. Normalise x first, then multiply by weight.",
         ),
     ]
     for axis in range(x.dim() - 1):
@@ -162,6 +159,11 @@ def _mistakes(x: torch.Tensor, weight: torch.Tensor, eps: float) -> list[Mistake
     return mistakes
 
 
+def _name(dtype: torch.dtype) -> str:
+    """The dtype as a learner writes it: float16, not torch.float16."""
+    return str(dtype).removeprefix("torch.")
+
+
 def _match(
     out: torch.Tensor,
     expected: torch.Tensor,
@@ -170,24 +172,5 @@ def _match(
     atol: float = 1e-5,
     rtol: float = 1e-4,
 ) -> None:
-    """Fail, naming the mistake whose output `out` equals, unless `out` equals `expected`."""
-    if close(out, expected, atol, rtol):
-        return
-    for wrong, message in mistakes:
-        if close(out, wrong, atol, rtol):
-            fail(f"with {label}: {message}")
-    if out.shape != expected.shape:
-        fail(f"with {label} the result has shape {tuple(out.shape)}; expected "
-             f"{tuple(expected.shape)}, the shape of x.")
-    if not torch.isfinite(out).all():
-        fail(f"with {label} the result contains inf or nan. {_HINT}")
-    diff = (out.double() - expected.double()).abs()
-    fail(
-        f"with {label} the result differs from RMSNorm by up to {diff.max().item():.3g}. "
-        f"{_HINT}"
-    )
-
-
-def _name(dtype: torch.dtype) -> str:
-    """The dtype as a learner writes it: float16, not torch.float16."""
-    return str(dtype).removeprefix("torch.")
+    """Compare with RMSNorm, naming a known mistake if the output matches one."""
+    match_mistakes(out, expected, mistakes, label, _HINT, "RMSNorm", atol, rtol)

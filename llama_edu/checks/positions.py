@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
 from .. import rope as ref
-from ._core import call, check, close, fail
-
-Mistake = tuple[torch.Tensor, str]
-
+from ._core import Mistake, call, check, close, fail, match_mistakes
 
 # --------------------------------------------------------------------------- sinusoidal
 
@@ -34,7 +31,7 @@ def sinusoidal_positions(fn: Callable[..., torch.Tensor]) -> str:
         mistakes = _sinusoidal_mistakes(seq_len, dim, used)
         # The mistakes differ from the answer by 0.1 or more; the wrong exponent sign gives
         # angles near 1e4 radians, where float32 and float64 disagree by about 1e-3.
-        _match(
+        match_mistakes(
             out, expected, mistakes, label, _sinusoidal_otherwise(out, dim), mistake_atol=5e-3
         )
         _expect_float32(out, label)
@@ -124,8 +121,7 @@ def _sinusoidal_otherwise(out: torch.Tensor, dim: int) -> str:
     if isinstance(out, torch.Tensor) and out.shape[-1:] == (dim,) and out.dim() == 2:
         if not close(out[0], first_row):
             return (
-                "Row 0 (position 0) should be [0, 1, 0, 1, ...], because sin(0) = 0 and "
-                "cos(0) = 1."
+                "Row 0 (position 0) should be [0, 1, 0, 1, ...], because sin(0) = 0 and cos(0) = 1."
             )
     return (
         "Expected table[p, 2i] = sin(p / base ** (2i/dim)) and "
@@ -154,8 +150,15 @@ def rope_frequencies(fn: Callable[..., torch.Tensor]) -> str:
             "for pair i is 1 / theta ** (2i / head_dim)."
         )
         # Frequencies span many orders of magnitude, so compare them relatively.
-        _match(out, expected, _frequency_mistakes(head_dim, theta), label, otherwise, atol=0.0,
-               rtol=1e-5)
+        match_mistakes(
+            out,
+            expected,
+            _frequency_mistakes(head_dim, theta),
+            label,
+            otherwise,
+            atol=0.0,
+            rtol=1e-5,
+        )
         _expect_float32(out, label)
     return "equals theta ** (-2i / head_dim) for 5 sizes and 3 thetas, length head_dim // 2"
 
@@ -227,7 +230,7 @@ def apply_rope(fn: Callable[..., torch.Tensor]) -> str:
                 f"with {label} the result has dtype {_name(out.dtype)}; it must keep x's dtype. "
                 "Rotate in float32 (x.float()) if you like, then cast back with .type_as(x)."
             )
-        _match(
+        match_mistakes(
             out,
             ref.apply_rope(x, start_pos, theta),
             _rope_mistakes(x, start_pos, theta),
@@ -326,44 +329,6 @@ def _rope_otherwise(out: object, x: torch.Tensor, start_pos: int) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _match(
-    out: object,
-    expected: torch.Tensor,
-    mistakes: Sequence[Mistake],
-    label: str,
-    otherwise: str,
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
-    mistake_atol: float | None = None,
-) -> None:
-    """Fail, naming the mistake whose output `out` equals, unless `out` equals `expected`.
-
-    `mistake_atol` loosens only the search among mistakes, for ones whose large angles make
-    float32 and float64 differ (the answer itself is still held to atol and rtol).
-    """
-    if not isinstance(out, torch.Tensor):
-        fail(f"the result should be a torch.Tensor, but it is {type(out).__name__}.")
-    if close(out, expected, atol, rtol):
-        return
-    loose = atol if mistake_atol is None else mistake_atol
-    for wrong, message in mistakes:
-        if close(out, wrong, loose, rtol):
-            fail(f"with {label}: {message}")
-    if out.shape != expected.shape:
-        fail(
-            f"with {label} the result has shape {tuple(out.shape)}; expected "
-            f"{tuple(expected.shape)}."
-        )
-    if not torch.isfinite(out).all():
-        fail(f"with {label} the result contains inf or nan. {otherwise}")
-    diff = (out.double() - expected.double()).abs()
-    where = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
-    fail(
-        f"with {label} the result differs from the reference by up to "
-        f"{diff.max().item():.3g} (at index {where}). {otherwise}"
-    )
-
-
 def _expect_float32(out: torch.Tensor, label: str) -> None:
     """Fail unless a table of positions or frequencies is float32."""
     if out.dtype != torch.float32:
@@ -377,4 +342,3 @@ def _expect_float32(out: torch.Tensor, label: str) -> None:
 def _name(dtype: torch.dtype) -> str:
     """The dtype as a learner writes it: float16, not torch.float16."""
     return str(dtype).removeprefix("torch.")
-
