@@ -373,3 +373,19 @@ def test_state_dict_uses_meta_names():
     ]:
         assert key in keys
     assert not any("bias" in k for k in keys)
+
+
+def test_export_with_tokenizer_loads_in_transformers(tmp_path):
+    from llama_edu.data import tiny_tales_text
+    from llama_edu.tokenizer import train_sentencepiece
+
+    tokenizer = train_sentencepiece(tiny_tales_text(300, 0), 320, tmp_path / "tok")
+    args = ModelArgs.from_name("tiny", vocab_size=320)
+    folder = interop.export_hf(Llama(args), tmp_path / "hf", tokenizer=tokenizer)
+    assert (folder / "tokenizer.model").is_file()
+    transformers.logging.set_verbosity_error()
+    theirs = transformers.AutoTokenizer.from_pretrained(folder)
+    for text in ["Once upon a time, Mia found a red kite.", "Leo  saw 42 cats.\nThe end."]:
+        ids = tokenizer.encode(text, bos=True)
+        assert theirs(text)["input_ids"] == ids
+        assert theirs.decode(ids, skip_special_tokens=True) == text
