@@ -1,0 +1,587 @@
+"""Checks for the training chapter: cross-entropy, the learning-rate schedule, one AdamW step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import train as ref
+from ._core import Mistake, call, check, close, expect_tensor, fail, match_mistakes
+
+# --------------------------------------------------------------------------- cross_entropy
+
+_CE_HINT = (
+    "Expected the mean over the N rows of logsumexp(logits[i]) - logits[i, targets[i]] "
+    "(natural log), a tensor of shape ()."
+)
+
+
+@check
+def cross_entropy(fn: Callable[..., torch.Tensor]) -> str:
+    """Check `fn(logits (N, V), targets (N,)) -> Tensor ()`: mean cross-entropy in nats."""
+    gen = torch.Generator().manual_seed(0)
+    cases: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    for n, v in [(4, 5), (6, 11), (3, 2)]:  # N != V, so a softmax over the wrong axis shows
+        logits = torch.randn(n, v, generator=gen) * 2
+        targets = torch.randint(0, v, (n,), generator=gen)
+        cases.append((f"logits of shape ({n}, {v})", logits, targets))
+    for label, logits, targets in cases:
+        _check_ce_case(fn, label, logits, targets)
+
+    # Large logits: exp(1000) is inf in float32, and a probability of e^-305 is 0.
+    big = torch.tensor([[1000.0, 1001.0, 1002.0, 999.0], [-5.0, 300.0, 0.0, 2.0]])
+    big_targets = torch.tensor([0, 0])
+    out = call(fn, big.clone(), big_targets.clone())
+    if isinstance(out, torch.Tensor) and out.numel() and not torch.isfinite(out).all():
+        fail(
+            "with logits around 1000 (and a target whose probability is e^-305) the result is "
+            "inf or nan: the computation is not numerically stable. exp(1000) overflows float32, "
+            "and log(softmax) takes the log of a probability that rounds to 0. Use "
+            "loss_i = logsumexp(logits[i]) - logits[i, target_i], with the maximum subtracted "
+            "inside the logsumexp (or torch.logsumexp)."
+        )
+    _check_ce_case(fn, "large logits (around 1000 and 300)", big, big_targets)
+
+    # The gradient must flow: d loss / d logits = (softmax - one_hot) / N.
+    logits, targets = cases[0][1].clone().requires_grad_(True), cases[0][2]
+    out = call(fn, logits, targets)
+    if not (isinstance(out, torch.Tensor) and out.requires_grad):
+        fail(
+            "the result is not connected to the logits (requires_grad is False), so "
+            "loss.backward() could not train anything. Compute it with torch operations on "
+            "`logits` only: no .item(), .detach(), .numpy() or torch.tensor(...) on the way."
+        )
+    out.backward()
+    expected = (torch.softmax(logits.detach(), -1) - F.one_hot(targets, 5)) / len(targets)
+    if logits.grad is None or not close(logits.grad, expected):
+        fail(
+            "the value is right but its gradient is not (softmax - one_hot) / N. Do not "
+            "detach part of the computation (e.g. the maximum you subtract is fine to keep "
+            "in the graph)."
+        )
+    return (
+        "equals F.cross_entropy on 4 inputs incl. logits near 1000; a scalar mean in nats; "
+        "gradient (softmax - one_hot) / N"
+    )
+
+
+def _check_ce_case(
+    fn: Callable[..., torch.Tensor], label: str, logits: torch.Tensor, targets: torch.Tensor
+) -> None:
+    """Fail, naming the likely mistake, unless fn gives the mean cross-entropy here."""
+    logits_in, targets_in = logits.clone(), targets.clone()
+    out = call(fn, logits_in, targets_in)
+    if not torch.equal(logits_in, logits) or not torch.equal(targets_in, targets):
+        fail(
+            "your function changed `logits` or `targets` in place (e.g. with -= or .sub_). "
+            "Compute new tensors and leave the inputs as they are."
+        )
+    if isinstance(out, float | int) and not isinstance(out, bool):
+        fail(
+            f"with {label} the result is a Python {type(out).__name__}; return a tensor (no "
+            ".item()), so that loss.backward() can compute gradients."
+        )
+    expected = F.cross_entropy(logits.double(), targets)
+    match_mistakes(out, expected, _ce_mistakes(logits, targets), label, _CE_HINT)
+
+
+def _ce_mistakes(logits: torch.Tensor, targets: torch.Tensor) -> list[Mistake]:
+    """Typical wrong cross-entropy results on these inputs, each with the hint that names it."""
+    z = logits.double()
+    rows = torch.arange(len(targets))
+    per_example = F.cross_entropy(z, targets, reduction="none")
+    mean = per_example.mean()
+    mistakes: list[Mistake] = [
+        (
+            per_example,
+            "you returned one loss per example, shape (N,). The training loss is their mean: "
+            "add .mean() at the end.",
+        ),
+        (
+            per_example.sum(),
+            "you returned the sum over the examples; return the mean (divide by N), so that "
+            "the loss does not grow with the batch size.",
+        ),
+        (
+            mean / math.log(2),
+            "the result is in bits (log base 2). Cross-entropy for training uses the natural "
+            "log (nats): torch.log / torch.logsumexp, not torch.log2. Bits = nats / ln 2.",
+        ),
+        (
+            -mean,
+            "the sign is wrong: the loss is the *negative* log-probability of the target, "
+            "-log p >= 0. Your result is log p (negative).",
+        ),
+        (
+            -z[rows, targets].mean(),
+            "you took -logits[target] without normalising: subtract logsumexp(logits) of each "
+            "row, i.e. loss_i = logsumexp(logits[i]) - logits[i, target_i].",
+        ),
+        (
+            z[rows, targets].mean(),
+            "you took logits[target] without normalising and without the minus sign: the loss "
+            "is logsumexp(logits[i]) - logits[i, target_i].",
+        ),
+        (
+            -torch.log_softmax(z, dim=0)[rows, targets].mean(),
+            "the softmax runs over the batch axis (dim=0). Each row is one prediction over the "
+            "V tokens: normalise over dim=-1 (the vocabulary axis).",
+        ),
+        (
+            (1 - torch.softmax(z, dim=-1)[rows, targets]).mean(),
+            "you returned 1 - p(target); cross-entropy is -log p(target).",
+        ),
+        (
+            -torch.softmax(z, dim=-1)[rows, targets].mean(),
+            "you returned -p(target); take the log: -log p(target).",
+        ),
+    ]
+    return mistakes
+
+
+# --------------------------------------------------------------------------- lr_schedule
+
+_LR_CONFIGS = [
+    (10, 110, 1.0, 0.1),
+    (30, 600, 3e-3, 3e-4),
+    (4, 20, 2.0, 0.5),
+    (0, 50, 0.5, 0.05),
+]
+
+
+@check
+def lr_schedule(fn: Callable[..., Any]) -> str:
+    """Check `fn(step, warmup_steps, max_steps, max_lr, min_lr) -> float` against lr_at."""
+    for warmup, max_steps, max_lr, min_lr in _LR_CONFIGS:
+        label = f"warmup_steps={warmup}, max_steps={max_steps}, max_lr={max_lr}, min_lr={min_lr}"
+        warm = sorted({0, 1, warmup // 2, warmup - 1} & set(range(warmup)))
+        middle = warmup + (max_steps - warmup) // 2
+        decay = sorted(
+            {warmup, warmup + 1, (warmup + middle) // 2, middle, max_steps - 1, max_steps}
+        )
+        after = [max_steps + 1, max_steps + max_steps // 4, 2 * max_steps]
+        for phase, steps, mistakes in [
+            ("the warm-up", warm, _warmup_mistakes),
+            ("the cosine decay", decay, _decay_mistakes),
+            ("the steps after max_steps", after, _after_mistakes),
+        ]:
+            _check_lr_phase(fn, label, phase, steps, (warmup, max_steps, max_lr, min_lr), mistakes)
+    return (
+        "equals lr_at on 4 schedules (incl. warmup_steps=0): 0 at step 0, max_lr at the end "
+        "of the warm-up, cosine to min_lr at max_steps, min_lr after; returns floats"
+    )
+
+
+def _lr_call(fn: Callable[..., Any], step: int, cfg: tuple[int, int, float, float]) -> float:
+    warmup, max_steps, max_lr, min_lr = cfg
+    try:
+        out = call(fn, step, warmup, max_steps, max_lr, min_lr)
+    except Exception as failure:
+        if warmup == 0 and "ZeroDivision" in str(failure):
+            fail(
+                f"{failure}\nWith warmup_steps=0 there is no warm-up: the cosine starts at "
+                "step 0. Only divide by warmup_steps when step < warmup_steps."
+            )
+        raise
+    if isinstance(out, torch.Tensor):
+        fail(
+            f"at step {step} the result is a torch.Tensor; return a Python float (use "
+            "math.cos and math.pi, not torch.cos), because the optimiser's param_groups "
+            "hold plain numbers."
+        )
+    if isinstance(out, bool) or not isinstance(out, int | float):
+        fail(f"at step {step} the result is {type(out).__name__}; return a float.")
+    return float(out)
+
+
+def _lr_close(a: list[float], b: list[float], scale: float) -> bool:
+    return all(
+        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9 * scale) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _check_lr_phase(
+    fn: Callable[..., Any],
+    label: str,
+    phase: str,
+    steps: list[int],
+    cfg: tuple[int, int, float, float],
+    mistakes: Callable[[int, int, int, float, float], list[tuple[float | None, str]]],
+) -> None:
+    if not steps:
+        return
+    got = [_lr_call(fn, s, cfg) for s in steps]
+    expected = [ref.lr_at(s, *cfg) for s in steps]
+    if _lr_close(got, expected, cfg[2]):
+        return
+    options = [mistakes(s, *cfg) for s in steps]  # per step: [(value or None, message), ...]
+    for index, (_, message) in enumerate(options[0]):
+        wrong = [opts[index][0] for opts in options]
+        known = [w for w in wrong if w is not None]
+        if len(known) == len(wrong) and _lr_close(got, known, cfg[2]):
+            fail(f"with {label}, in {phase}: {message}")
+    first = next(
+        i
+        for i, (g, e) in enumerate(zip(got, expected, strict=True))
+        if not math.isclose(g, e, rel_tol=1e-6, abs_tol=1e-9 * cfg[2])
+    )
+    fail(
+        f"with {label}, in {phase}: at step {steps[first]} you return {got[first]:.6g}, "
+        f"expected {expected[first]:.6g}. The rate rises linearly from 0 at step 0 to max_lr "
+        "at warmup_steps, then follows min_lr + 0.5 * (max_lr - min_lr) * (1 + cos(pi * p)) "
+        "with p = (step - warmup_steps) / (max_steps - warmup_steps), and stays at min_lr "
+        "after max_steps."
+    )
+
+
+def _cosine(progress: float, max_lr: float, min_lr: float) -> float:
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _warmup_mistakes(
+    step: int, warmup: int, max_steps: int, max_lr: float, min_lr: float
+) -> list[tuple[float | None, str]]:
+    return [
+        (
+            max_lr * (step + 1) / warmup,
+            "the warm-up is off by one: it starts at max_lr / warmup_steps instead of 0. At "
+            "step 0 the rate is 0: use max_lr * step / warmup_steps.",
+        ),
+        (
+            max_lr,
+            "there is no warm-up: the rate is already max_lr. For step < warmup_steps return "
+            "max_lr * step / warmup_steps.",
+        ),
+        (
+            max_lr * step / (warmup - 1) if warmup > 1 else None,
+            "the warm-up reaches max_lr one step too early: divide by warmup_steps, not "
+            "warmup_steps - 1.",
+        ),
+        (
+            min_lr + (max_lr - min_lr) * step / warmup,
+            "the warm-up starts at min_lr; it starts at 0: max_lr * step / warmup_steps.",
+        ),
+    ]
+
+
+def _decay_mistakes(
+    step: int, warmup: int, max_steps: int, max_lr: float, min_lr: float
+) -> list[tuple[float | None, str]]:
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    over_max = (
+        "the cosine runs over max_steps instead of (max_steps - warmup_steps): use "
+        "progress = (step - warmup_steps) / (max_steps - warmup_steps), which is 0 at the end "
+        "of the warm-up and 1 at max_steps."
+    )
+    return [
+        (
+            _cosine(progress, max_lr, 0.0),
+            "the cosine decays to 0 instead of to min_lr: use min_lr + 0.5 * (max_lr - min_lr) "
+            "* (1 + cos(pi * progress)).",
+        ),
+        (
+            min_lr + 0.5 * max_lr * (1 + math.cos(math.pi * progress)),
+            "the cosine starts at max_lr + min_lr: its amplitude is (max_lr - min_lr), not "
+            "max_lr: min_lr + 0.5 * (max_lr - min_lr) * (1 + cos(pi * progress)).",
+        ),
+        (_cosine(step / max_steps, max_lr, min_lr), over_max),
+        (_cosine((step - warmup) / max_steps, max_lr, min_lr), over_max),
+        (
+            max_lr - (max_lr - min_lr) * progress,
+            "the rate falls on a straight line; the schedule is a cosine: "
+            "min_lr + 0.5 * (max_lr - min_lr) * (1 + cos(pi * progress)).",
+        ),
+        (
+            max_lr * step / warmup if warmup else None,
+            "the warm-up never stops: for step >= warmup_steps switch to the cosine decay.",
+        ),
+    ]
+
+
+def _after_mistakes(
+    step: int, warmup: int, max_steps: int, max_lr: float, min_lr: float
+) -> list[tuple[float | None, str]]:
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    return [
+        (
+            _cosine(progress, max_lr, min_lr),
+            "the rate is not clamped after max_steps: the cosine goes on and rises again. For "
+            "step >= max_steps return min_lr.",
+        ),
+        (
+            0.0,
+            "after max_steps the rate drops to 0; it stays at min_lr.",
+        ),
+        (
+            _cosine(progress, max_lr, 0.0),
+            "the rate is not clamped after max_steps (the cosine goes on and rises again), and "
+            "it decays to 0 instead of min_lr.",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- adamw_step
+
+_ADAMW_HINT = (
+    "Expected: param * (1 - lr * weight_decay), then m = b1 m + (1 - b1) g, "
+    "v = b2 v + (1 - b2) g^2, m_hat = m / (1 - b1^step), v_hat = v / (1 - b2^step), "
+    "param - lr * m_hat / (sqrt(v_hat) + eps); return (param, m, v)."
+)
+
+
+@check
+def adamw_step(fn: Callable[..., Any]) -> str:
+    """Check `fn(param, grad, m, v, step, lr, betas, eps, weight_decay) -> (param, m, v)`."""
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    shape = (3,)
+    cases.append(
+        (
+            "the first step (step=1, m = v = 0)",
+            torch.randn(shape, generator=gen),
+            torch.randn(shape, generator=gen),
+            torch.zeros(shape),
+            torch.zeros(shape),
+            1,
+            0.1,
+            (0.9, 0.999),
+            1e-8,
+            0.1,
+        )
+    )
+    for step, shape, lr, betas, eps, wd, grad_scale in [
+        (7, (4, 3), 0.05, (0.8, 0.95), 1e-8, 0.1, 1.0),
+        (3, (5,), 0.01, (0.9, 0.999), 1e-3, 0.2, 1e-3),  # tiny gradients, large eps
+        (2, (2, 2), 0.2, (0.5, 0.7), 1e-8, 0.0, 1.0),
+    ]:
+        grad = torch.randn(shape, generator=gen) * grad_scale
+        m = torch.randn(shape, generator=gen) * grad_scale * 0.5
+        v = torch.rand(shape, generator=gen) * grad_scale**2
+        cases.append(
+            (
+                f"step={step}, lr={lr}, betas={betas}, eps={eps}, weight_decay={wd}",
+                torch.randn(shape, generator=gen),
+                grad,
+                m,
+                v,
+                step,
+                lr,
+                betas,
+                eps,
+                wd,
+            )
+        )
+    for label, *args in cases:
+        _check_adamw_case(fn, label, *args)
+
+    # Several steps in a row, compared with torch.optim.AdamW.
+    param = torch.randn(6, generator=gen)
+    reference = torch.nn.Parameter(param.clone())
+    opt = torch.optim.AdamW([reference], lr=0.05, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    m, v = torch.zeros(6), torch.zeros(6)
+    for step in range(1, 6):
+        grad = torch.randn(6, generator=gen)
+        out = call(fn, param, grad, m, v, step, 0.05, (0.9, 0.95), 1e-8, 0.1)
+        param, m, v = _unpack(out, (6,))
+        reference.grad = grad.clone()
+        opt.step()
+    if not close(param, reference.detach()):
+        fail(
+            "each single step is right, but after 5 steps in a row the result differs from "
+            "torch.optim.AdamW. Return the new m and v (not m_hat, v_hat), so that the next "
+            "step can use them."
+        )
+    return (
+        "equals llama_edu.train.adamw_step on 4 inputs (first step, eps large, no decay) and "
+        "torch.optim.AdamW over 5 steps; inputs unchanged"
+    )
+
+
+def _unpack(out: Any, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not isinstance(out, tuple | list) or len(out) != 3:
+        what = f"a {type(out).__name__}"
+        if isinstance(out, tuple | list):
+            what += f" of length {len(out)}"
+        fail(f"the result is {what}; return the tuple (param, m, v) of three tensors.")
+    names = ("param", "m", "v")
+    for name, value in zip(names, out, strict=True):
+        expect_tensor(value, shape, f"the returned {name}")
+    return out[0], out[1], out[2]
+
+
+def _check_adamw_case(
+    fn: Callable[..., Any],
+    label: str,
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    wd: float,
+) -> None:
+    inputs = [param, grad, m, v]
+    copies = [t.clone() for t in inputs]
+    out = call(fn, *copies, step, lr, betas, eps, wd)
+    changed = [
+        n
+        for n, a, b in zip(("param", "grad", "m", "v"), copies, inputs, strict=True)
+        if not torch.equal(a, b)
+    ]
+    if changed:
+        fail(
+            f"your function changed {', '.join(changed)} in place (e.g. with mul_, add_ or "
+            "-=). Compute new tensors and return them; the caller decides what to keep."
+        )
+    new = _unpack(out, tuple(param.shape))
+    if not all(torch.isfinite(t).all() for t in new):
+        bad = "at step=1 " if step == 1 else ""
+        fail(
+            f"with {label} the result {bad}contains inf or nan. step counts from 1: the bias "
+            "correction divides by 1 - beta**step, which is 0 if step 0 is used. Do not "
+            "subtract 1 from step."
+        )
+    expected = torch.cat(
+        [
+            t.double().flatten()
+            for t in ref.adamw_step(
+                param.double(), grad.double(), m.double(), v.double(), step, lr, betas, eps, wd
+            )
+        ]
+    )
+    match_mistakes(
+        torch.cat([t.flatten() for t in new]),
+        expected,
+        _adamw_mistakes(param, grad, m, v, step, lr, betas, eps, wd),
+        label + " (param, m and v compared as one vector)",
+        _ADAMW_HINT,
+        atol=1e-6,
+        rtol=1e-5,
+    )
+
+
+def _adamw_mistakes(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    wd: float,
+) -> list[Mistake]:
+    """Typical wrong AdamW results on these inputs, each with the hint that names it."""
+    p, g, m, v = param.double(), grad.double(), m.double(), v.double()
+    b1, b2 = betas
+
+    def result(
+        *,
+        betas: tuple[float, float] = (b1, b2),
+        correct: tuple[int, int] | None = (step, step),
+        eps_inside: bool = False,
+        sqrt: bool = True,
+        l2: bool = False,
+        decay: str = "before",
+        return_hat: bool = False,
+    ) -> torch.Tensor:
+        c1, c2 = betas
+        grad = g + wd * p if l2 else g
+        new_m = c1 * m + (1 - c1) * grad
+        new_v = c2 * v + (1 - c2) * grad * grad
+        if correct is None:
+            m_hat, v_hat = new_m, new_v
+        else:
+            m_hat = new_m / (1 - c1 ** correct[0])
+            v_hat = new_v / (1 - c2 ** correct[1])
+        if eps_inside:
+            denom = (v_hat + eps).sqrt()
+        else:
+            denom = (v_hat.sqrt() if sqrt else v_hat) + eps
+        update = lr * m_hat / denom
+        if l2 or decay == "none":
+            new_p = p - update
+        elif decay == "before":
+            new_p = p * (1 - lr * wd) - update
+        elif decay == "after":
+            new_p = (p - update) * (1 - lr * wd)
+        elif decay == "no lr":
+            new_p = p * (1 - wd) - update
+        else:  # "subtract": p - lr * wd without the factor p
+            new_p = p - lr * wd - update
+        kept = (m_hat, v_hat) if return_hat else (new_m, new_v)
+        return torch.cat([new_p.flatten(), kept[0].flatten(), kept[1].flatten()])
+
+    mistakes: list[Mistake] = [
+        (
+            result(correct=None),
+            "there is no bias correction: divide m by (1 - beta1**step) and v by "
+            "(1 - beta2**step) before the update. Without it the first steps are too large or "
+            "too small, because m and v start at 0.",
+        ),
+        (
+            result(l2=True),
+            "the weight decay is added to the gradient (L2 regularisation, as in Adam). AdamW "
+            "decouples it: leave the gradient alone and shrink the parameter directly, "
+            "param * (1 - lr * weight_decay).",
+        ),
+        (
+            result(eps_inside=True),
+            "eps is inside the square root: use sqrt(v_hat) + eps, not sqrt(v_hat + eps).",
+        ),
+        (
+            result(sqrt=False),
+            "the square root is missing: divide by sqrt(v_hat) + eps, not by v_hat + eps. "
+            "v holds squared gradients, so its square root has the units of the gradient.",
+        ),
+        (
+            result(betas=(b2, b1)),
+            "the betas are swapped: beta1 (betas[0]) averages the gradient m, beta2 (betas[1]) "
+            "averages the squared gradient v.",
+        ),
+        (
+            result(correct=(step + 1, step + 1)),
+            "the bias correction uses step + 1: step already counts from 1 (the first update "
+            "has step=1), so use 1 - beta**step.",
+        ),
+        (
+            result(return_hat=True),
+            "you returned the bias-corrected m_hat and v_hat. Return the raw moving averages "
+            "m and v: the correction is applied again, fresh, at every step.",
+        ),
+        (
+            result(decay="none"),
+            "the weight decay is missing: multiply the parameter by (1 - lr * weight_decay).",
+        ),
+        (
+            result(decay="after"),
+            "the weight decay is applied after the Adam update. Shrink the old parameter first, "
+            "param * (1 - lr * weight_decay), then subtract the update (as torch.optim.AdamW "
+            "does).",
+        ),
+        (
+            result(decay="no lr"),
+            "the weight decay is not scaled by the learning rate: use "
+            "param * (1 - lr * weight_decay), not param * (1 - weight_decay).",
+        ),
+        (
+            result(decay="subtract"),
+            "the weight decay subtracts lr * weight_decay; it multiplies the parameter: "
+            "param * (1 - lr * weight_decay) = param - lr * weight_decay * param.",
+        ),
+    ]
+    if step > 1:
+        mistakes.append(
+            (
+                result(correct=(step - 1, step - 1)),
+                "the bias correction uses step - 1: step counts from 1, so use "
+                "1 - beta**step (at step=1 that is 1 - beta, never 0).",
+            )
+        )
+    return mistakes
