@@ -29,6 +29,20 @@ def _student(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    grades = []
+    for path in args.notebooks:
+        grades.append(classroom.grade_notebook(path, time_limit=args.time_limit))
+        if not args.json:
+            print(classroom.grade_report(grades[-1:]), flush=True)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(g) for g in grades], indent=1, ensure_ascii=False))
+    return 1 if any(g.error for g in grades) else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from .train import CheckpointError, TrainConfig, train
 
@@ -118,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", help="folder with the instructor notebooks (default: the workbook's notebooks/)"
     )
     student.set_defaults(func=_student)
+
+    gr = sub.add_parser(
+        "grade",
+        help="run submitted notebooks in fresh kernels and report each exercise "
+        "(this runs the students' code: use a sandbox or a throwaway environment)",
+    )
+    gr.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
+    gr.add_argument("--json", action="store_true", help="print a machine-readable report")
+    gr.add_argument(
+        "--time-limit", type=float, default=900.0, dest="time_limit",
+        help="seconds per notebook (default 900)",
+    )
+    gr.set_defaults(func=_grade)
 
     tr = sub.add_parser("train", help="train a small Llama and save checkpoints into --out")
     tr.add_argument("--corpus", default="tiny-tales", help=DEFAULT_CORPORA)
