@@ -74,6 +74,18 @@ class TrainConfig:
         return ModelArgs.from_name(self.preset, **overrides)
 
 
+def recommended_config(device_type: str) -> TrainConfig:
+    """The TinyTales run the workbook recommends: about 3 minutes on a 2-core CPU, more on a GPU."""
+    if device_type == "cuda":
+        return TrainConfig(
+            model_overrides={"dim": 256, "n_layers": 6, "n_heads": 8, "n_kv_heads": 4,
+                             "multiple_of": 64},
+            n_stories=100_000, seq_len=256, batch_size=64, max_steps=2000, warmup_steps=100,
+            max_lr=2e-3, min_lr=2e-4, eval_every=200, checkpoint_every=500,
+        )  # fmt: skip
+    return TrainConfig(max_steps=350, eval_every=50)
+
+
 # --- the pieces that the notebook builds by hand -------------------------------------------
 
 
@@ -522,6 +534,19 @@ def load_run(out_dir: str | os.PathLike) -> tuple[Llama, SentencePieceTokenizer]
     return model.eval(), SentencePieceTokenizer(folder / "tokenizer.model")
 
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "tinytales"
+
+
+def load_pretrained() -> tuple[Llama, SentencePieceTokenizer]:
+    """The small TinyTales model shipped with the workbook (made by tools/make_pretrained.py)."""
+    if not (PRETRAINED_DIR / "checkpoint" / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"the shipped TinyTales checkpoint is missing from {PRETRAINED_DIR}. Reinstall "
+            "llama_edu, or train your own with notebook 08 and load it with load_run(folder)."
+        )
+    return load_run(PRETRAINED_DIR)
+
+
 @dataclass
 class TalesReport:
     """How close a model comes to the best possible loss on TinyTales (all in bits per char)."""
@@ -603,6 +628,6 @@ def tales_report(
         floor_stderr=floor.stderr,
         model=model_bpc,
         gap_closed=(bigram - model_bpc) / (bigram - floor.bits_per_char),
-        valid_fraction=valid / n_samples,
+        valid_fraction=valid / n_samples if n_samples else float("nan"),
         n_samples=n_samples,
     )
