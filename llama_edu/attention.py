@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -189,3 +191,55 @@ class Attention(nn.Module):
             out = sdpa_attention(q, k, v, mask)
         out = self.wo(rearrange(out, "b h s d -> b s (h d)"))
         return (out, weights) if return_weights else out
+
+
+# --- switching heads off --------------------------------------------------------------------
+
+
+@contextmanager
+def ablate_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
+    """Inside the with-block, the given (layer, head) pairs of `model` output zeros.
+
+    A forward pre-hook on each chosen layer's `attention.wo` sets that head's slice of wo's
+    input (the heads' outputs side by side, head h at features h*head_dim .. (h+1)*head_dim) to
+    0, so the head adds nothing to the residual stream. The model's code and weights do not
+    change; the hooks are removed when the block ends, also after an exception.
+    """
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise TypeError(
+            f"ablate_heads expects a Llama (a model with .layers), got {type(model).__name__}."
+        )
+    chosen: dict[int, set[int]] = {}
+    for pair in heads:
+        layer, head = (int(i) for i in pair)
+        if not 0 <= layer < len(layers):
+            raise ValueError(
+                f"layer {layer} does not exist: the model has layers 0..{len(layers) - 1}."
+            )
+        n_heads = layers[layer].attention.n_heads
+        if not 0 <= head < n_heads:
+            raise ValueError(
+                f"head {head} does not exist: layer {layer} has heads 0..{n_heads - 1}."
+            )
+        chosen.setdefault(layer, set()).add(head)
+
+    def make_hook(attention: Attention, off: set[int]) -> Callable[..., tuple[torch.Tensor, ...]]:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            x = args[0]
+            per_head = x.unflatten(-1, (attention.n_heads, attention.head_dim))
+            dead = torch.zeros(attention.n_heads, 1, dtype=torch.bool, device=x.device)
+            dead[sorted(off)] = True
+            return (per_head.masked_fill(dead, 0.0).flatten(-2), *args[1:])
+
+        return hook
+
+    handles = []
+    try:
+        for layer, off in sorted(chosen.items()):
+            attention = layers[layer].attention
+            handles.append(attention.wo.register_forward_pre_hook(make_hook(attention, off)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
