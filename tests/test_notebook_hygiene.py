@@ -28,6 +28,10 @@ REQUIRED_HEADINGS = [
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/[^\s\"'<>]+")
 CHECK_CALL = re.compile(r"\bchecks\.([a-z_][a-z0-9_]*)\(")
 IGNORE = "NBVAL_IGNORE_OUTPUT"
+EXERCISE_HEADER = re.compile(
+    r"^### Exercise (\d+)\.(\d+) · \w+ \(difficulty [★☆]{3}, about \d+ minutes\)", re.M
+)
+MIN_EXERCISES_PER_CHAPTER, MIN_EXERCISES = 2, 25
 
 
 def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
@@ -53,7 +57,10 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
 
     last = 0
     compared = with_output = 0
+    prose_since_exercise = ""
     for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            prose_since_exercise += cell.source + "\n"
         if cell.cell_type != "code":
             continue
         where = f"{name} cell {index}"
@@ -82,6 +89,17 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
             if ABSOLUTE_PATH.search(text):
                 found.append(f"{where}: absolute machine path {ABSOLUTE_PATH.search(text)[0]}")
         if has_solution(cell.source):
+            header = EXERCISE_HEADER.search(prose_since_exercise)
+            if not header:
+                found.append(
+                    f"{where}: no '### Exercise N.k · name (difficulty ★☆☆, about M minutes)' "
+                    "header before this exercise"
+                )
+            elif name[:2].isdigit() and int(header[1]) != int(name[:2]):
+                found.append(f"{where}: exercise {header[1]}.{header[2]} in chapter {name[:2]}")
+            if prose_since_exercise.count("<details>") < 2:
+                found.append(f"{where}: fewer than two <details> hints before this exercise")
+            prose_since_exercise = ""
             called = CHECK_CALL.findall(cell.source)
             if not called:
                 found.append(f"{where}: exercise cell calls no checks.<name>(...)")
@@ -100,6 +118,18 @@ def test_there_are_notebooks():
     assert any(p.name == "00_welcome.ipynb" for p in NOTEBOOKS)
 
 
+def test_every_chapter_has_enough_exercises():
+    counts = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        counts[path.name[:2]] = sum(
+            c.cell_type == "code" and has_solution(c.source) for c in nb.cells
+        )
+    for chapter in [f"{n:02d}" for n in range(1, 11)]:
+        assert counts.get(chapter, 0) >= MIN_EXERCISES_PER_CHAPTER, (chapter, counts)
+    assert sum(counts[f"{n:02d}"] for n in range(1, 11)) >= MIN_EXERCISES, counts
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_hygiene(path: Path):
     nb = nbformat.read(path, as_version=4)
@@ -114,12 +144,17 @@ def _good_notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell(f"# 42 · Example\n{headings}"),
         nbformat.v4.new_code_cell("print(1)"),
+        nbformat.v4.new_markdown_cell(
+            "### Exercise 42.1 · softmax (difficulty ★☆☆, about 5 minutes)\n\n"
+            "<details><summary>Hint 1</summary>a</details>\n"
+            "<details><summary>Hint 2</summary>b</details>"
+        ),
         nbformat.v4.new_code_cell(
             "def f(x, dim=-1):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n"
             "checks.softmax(f)"
         ),
     ]
-    for count, cell in enumerate(nb.cells[1:], start=1):
+    for count, cell in enumerate([c for c in nb.cells if c.cell_type == "code"], start=1):
         cell.execution_count = count
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
     return nb
@@ -133,7 +168,7 @@ def test_the_rules_accept_a_good_notebook():
     ("spoil", "complaint"),
     [
         (lambda nb: nb.cells[1].update(execution_count=None), "never executed"),
-        (lambda nb: nb.cells[2].update(execution_count=5), "execution count 5 after 1"),
+        (lambda nb: nb.cells[3].update(execution_count=5), "execution count 5 after 1"),
         (lambda nb: nb.cells[1].update(source="x = 1;"), "ends with ';'"),
         (
             lambda nb: nb.cells[1].outputs.append(
@@ -153,12 +188,21 @@ def test_the_rules_accept_a_good_notebook():
             ),
             "stderr output",
         ),
-        (lambda nb: nb.cells[2].update(source="### BEGIN SOLUTION\n### END SOLUTION"), "calls no"),
-        (lambda nb: nb.cells[2].update(source=nb.cells[2].source + "\nchecks.nope(f)"), "nope"),
+        (lambda nb: nb.cells[3].update(source="### BEGIN SOLUTION\n### END SOLUTION"), "calls no"),
+        (lambda nb: nb.cells[3].update(source=nb.cells[3].source + "\nchecks.nope(f)"), "nope"),
+        (lambda nb: nb.cells[2].update(source="Exercise: write softmax"), "no '### Exercise"),
+        (lambda nb: nb.cells[2].update(source=nb.cells[2].source.replace("42.1", "7.1")),
+         "exercise 7.1 in chapter 42"),
+        (lambda nb: nb.cells[2].update(source=nb.cells[2].source.split("<details>")[0]),
+         "fewer than two <details>"),
         (lambda nb: nb.cells[0].update(source="# 42 · Example\n## Summary"), "'Prerequisites'"),
         (lambda nb: nb.metadata.update(kernelspec={"name": "julia"}), "kernelspec"),
         (
-            lambda nb: [c.update(source=f"# {IGNORE}\n" + c.source) for c in nb.cells[1:]],
+            lambda nb: [
+                c.update(source=f"# {IGNORE}\n" + c.source)
+                for c in nb.cells
+                if c.cell_type == "code"
+            ],
             "compared by nbval",
         ),
     ],
