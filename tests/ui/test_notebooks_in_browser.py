@@ -355,9 +355,11 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
         figure = panel.locator(".jp-RenderedImage img").first
         if figure.count():
             _screenshot(page, figure, ARTIFACTS / f"{stem}-figure.png", block="center")
-        sliders = panel.locator(".widget-slider")
+        # The controls a learner moves: sliders, or the text box of chapter 11's glossary search.
+        controls = ".widget-slider, .widget-text"
+        sliders = panel.locator(controls)
         if want_widgets and sliders.count():
-            cell = panel.locator(".jp-Notebook-cell", has=page.locator(".widget-slider")).first
+            cell = panel.locator(".jp-Notebook-cell", has=page.locator(controls)).first
             _screenshot(page, cell, ARTIFACTS / f"{stem}-widget.png")
         loaded_images = page.evaluate(LOADED_IMAGES_JS)
         interactive_outputs = page.evaluate(INTERACTIVE_OUTPUTS_JS)
@@ -399,7 +401,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
             f"{name}: {shown} of {want_widgets} widget outputs rendered as widgets; "
             f"outputs rendered as {sorted(set(rendered))}; console: {console[-5:]}"
         )
-        assert visible_sliders > 0, f"{name}: no visible slider on the page"
+        assert visible_sliders > 0, f"{name}: no visible slider (or text control) on the page"
     empty = [i for i, n in enumerate(interactive_outputs) if n == 0]
     assert not empty, (
         f"{name}: interactive widget(s) {empty} (counting from 0) show their controls but no "
