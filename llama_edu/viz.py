@@ -185,14 +185,10 @@ def attention_grid(
     return fig
 
 
-def attention_browser_figure(
-    attentions: Sequence[torch.Tensor],
-    layer: int,
-    head: int,
-    labels: Sequence[str] | None = None,
-    batch: int = 0,
-) -> Figure:
-    """The layer/head browser's picture: one head's heat map and what the last token looks at."""
+def _one_head(
+    attentions: Sequence[torch.Tensor], layer: int, head: int, batch: int
+) -> torch.Tensor:
+    """One head's (queries, keys) weights from per-layer (batch, heads, queries, keys) tensors."""
     if not 0 <= layer < len(attentions):
         raise ValueError(f"layer must be in 0 .. {len(attentions) - 1}, got {layer}.")
     weights = attentions[layer]
@@ -204,6 +200,18 @@ def attention_browser_figure(
     if not 0 <= head < weights.shape[1]:
         raise ValueError(f"head must be in 0 .. {weights.shape[1] - 1}, got {head}.")
     one = weights[batch, head].detach().float().cpu()
+    return one
+
+
+def attention_browser_figure(
+    attentions: Sequence[torch.Tensor],
+    layer: int,
+    head: int,
+    labels: Sequence[str] | None = None,
+    batch: int = 0,
+) -> Figure:
+    """The layer/head browser's picture: one head's heat map and what the last token looks at."""
+    one = _one_head(attentions, layer, head, batch)
     fig = Figure(figsize=(8, 3.4))
     map_ax, bar_ax = fig.subplots(1, 2)
     attention_heatmap(one, labels, labels, ax=map_ax, title=f"layer {layer}, head {head}")
@@ -507,17 +515,7 @@ def head_picker_figure(
     The chosen query's row is marked on the heat map; bars for the keys in `highlight` (e.g. the
     first mention of a name) are drawn in red.
     """
-    if not 0 <= layer < len(attentions):
-        raise ValueError(f"layer must be in 0 .. {len(attentions) - 1}, got {layer}.")
-    weights = attentions[layer]
-    if weights.dim() != 4:
-        raise ValueError(
-            f"each entry of attentions should be (batch, heads, queries, keys); layer {layer} "
-            f"has shape {tuple(weights.shape)}."
-        )
-    if not 0 <= head < weights.shape[1]:
-        raise ValueError(f"head must be in 0 .. {weights.shape[1] - 1}, got {head}.")
-    one = weights[batch, head].detach().float().cpu()
+    one = _one_head(attentions, layer, head, batch)
     if not 0 <= query < one.shape[0]:
         raise ValueError(f"query must be in 0 .. {one.shape[0] - 1}, got {query}.")
     keys = _tick_labels(labels, one.shape[1], "keys")
