@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .rope import rotate_pairs
@@ -174,22 +173,31 @@ class Attention(nn.Module):
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
 
-        q = rearrange(self.wq(x), "b s (h d) -> b s h d", h=self.n_heads)
-        k = rearrange(self.wk(x), "b s (h d) -> b s h d", h=self.n_kv_heads)
-        v = rearrange(self.wv(x), "b s (h d) -> b s h d", h=self.n_kv_heads)
+        batch, seq, _ = x.shape
+        q = self.wq(x).view(batch, seq, self.n_heads, self.head_dim)  # (b, s, heads, d)
+        k = self.wk(x).view(batch, seq, self.n_kv_heads, self.head_dim)  # (b, s, kv_heads, d)
+        v = self.wv(x).view(batch, seq, self.n_kv_heads, self.head_dim)
         q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
         if cache is not None:
             k, v = cache.store(layer, start_pos, k, v)  # now (b, start_pos + seq, kv_heads, d)
-        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (b, kv_seq, n_heads, d)
-        q, k, v = (rearrange(t, "b s h d -> b h s d") for t in (q, k, v))
         weights = None
         if return_weights or not self.use_sdpa:
+            k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (b, kv_seq, heads, d)
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, heads, s or kv_seq, d)
             _check_qkv(q, k, v, mask)
-            weights = attention_weights(q, k, mask)  # (b, h, s, kv_seq)
+            weights = attention_weights(q, k, mask)  # (b, heads, s, kv_seq)
             out = weights.type_as(q) @ v
         else:
-            out = sdpa_attention(q, k, v, mask)
-        out = self.wo(rearrange(out, "b h s d -> b s (h d)"))
+            # SDPA shares each kv head among n_rep query heads itself (enable_gqa)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, h, s, d)
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=None if mask is None else mask.to(q.dtype),
+                enable_gqa=self.n_rep > 1,
+            )  # (b, heads, s, d)
+        out = self.wo(out.transpose(1, 2).reshape(batch, seq, -1))  # (b, s, heads * d)
         return (out, weights) if return_weights else out
 
 

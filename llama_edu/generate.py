@@ -202,8 +202,8 @@ def _decode(
     done = [False] * batch
     feed = tokens  # with a cache: only the tokens not seen yet; without: the whole sequence
     for step in range(max_new_tokens):
-        # no_grad around the call only: a no_grad held across a yield would leak to the caller
-        with torch.no_grad():
+        # inference mode around the call only: held across a yield it would leak to the caller
+        with torch.inference_mode():
             logits = (model(feed, cache=cache) if cache is not None else model(feed))[:, -1]
         next_ids = _pick(logits, temperature, top_k, top_p, generator)
         ids = next_ids.tolist()

@@ -153,9 +153,23 @@ def test_mutation_w1_w3_swap_is_caught():
     assert not _compare(model, hf, args)
 
 
-def test_mutation_repeat_instead_of_repeat_interleave_is_caught(monkeypatch):
+def _explicit_attention(model: Llama) -> Llama:
+    """The same model computing attention weights by hand (repeat_kv, softmax) instead of SDPA."""
+    for layer in model.layers:
+        layer.attention.use_sdpa = False
+    return model
+
+
+def test_explicit_attention_path_equals_hf():
     args = CONFIGS["gqa_theta_5e5"]
     model = randomised(args)
+    hf = hf_model(args, model.state_dict())
+    assert _compare(_explicit_attention(model), hf, args)
+
+
+def test_mutation_repeat_instead_of_repeat_interleave_is_caught(monkeypatch):
+    args = CONFIGS["gqa_theta_5e5"]
+    model = _explicit_attention(randomised(args))
     hf = hf_model(args, model.state_dict())
     monkeypatch.setattr(attention_module, "repeat_kv", lambda x, n: x.repeat(1, 1, n, 1))
     assert not _compare(model, hf, args)
