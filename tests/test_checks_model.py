@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from check_harness import table_tests
 from einops import rearrange
 
 from llama_edu import checks
@@ -187,50 +188,8 @@ WRONG = [
 CHECKS = sorted({case[0] for case in CORRECT})
 
 
-def _id(case: tuple) -> str:
-    return f"{case[0]}-{case[1].__name__}"
-
-
-@pytest.mark.parametrize(("name", "solution"), CORRECT, ids=[_id(c) for c in CORRECT])
-def test_correct_solutions_pass(name, solution, capsys):
-    getattr(checks, name)(solution)
-    out = capsys.readouterr().out
-    assert out.startswith(f"\u2713 checks.{name} passed: ")
-    assert out.count("\n") == 1
-    assert checks.results()[name].status == "passed"
-
-
-@pytest.mark.parametrize(("name", "wrong", "words"), WRONG, ids=[_id(c) for c in WRONG])
-def test_typical_mistakes_are_named(name, wrong, words):
-    with pytest.raises(checks.CheckFailed) as info:
-        getattr(checks, name)(wrong)
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} missing from: {message}"
-    assert checks.results()[name].status == "failed"
-
-
-def test_every_check_rejects_at_least_three_mistakes():
-    for name in CHECKS:
-        assert sum(case[0] == name for case in WRONG) >= 3, name
-        assert sum(case[0] == name for case in CORRECT) >= 2, name
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_not_implemented_is_reported_not_raised(name, capsys):
-    def not_yet(*args, **kwargs):
-        raise NotImplementedError("Exercise: replace this line with your solution")
-
-    getattr(checks, name)(not_yet)
-    out = capsys.readouterr().out
-    assert f"checks.{name}: not implemented yet" in out
-    assert checks.results()[name].status == "not implemented"
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_checks_are_listed(name):
-    assert name in checks.available()
-    assert getattr(checks, name).is_check
+# the five tests every table of checks gets (tests/check_harness.py)
+globals().update(table_tests(CORRECT, WRONG, CHECKS))
 
 
 def test_a_crash_is_reported_with_the_call():
