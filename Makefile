@@ -11,7 +11,7 @@ LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 PYTEST_ARGS ?=
 
-.PHONY: lab test install student lint
+.PHONY: lab test install student lint determinism
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: install
 
 student: install
 	llama-edu student student_notebooks
+
+# Strict nbval three times in a row: every stored output must come out the same each time.
+determinism: install
+	for run in 1 2 3; do echo "nbval run $$run of 3"; $(PYTHON) -m pytest notebooks -q || exit 1; done
 
 lint: install
 	$(PYTHON) -m ruff check .

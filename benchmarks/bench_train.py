@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_train.py                 # the run chapter 08 makes on this device
     python benchmarks/bench_train.py --samples 200   # how many stories to sample for validity
+    python benchmarks/bench_train.py --max-steps 700 # the same run, longer
     python benchmarks/bench_train.py --mfu           # CUDA only: ~100M model, bf16, compile, SDPA
 
 The first form trains `recommended_config(device)` (the same config as notebook 08) and then runs
@@ -46,11 +47,13 @@ def machine() -> str:
     return f"{torch.get_num_threads()} CPU threads ({cpu}), torch {torch.__version__}"
 
 
-def quality(samples: int, seed: int) -> None:
-    """Train the recommended run and print its time, speed and TinyTales report."""
+def quality(samples: int, seed: int, max_steps: int | None = None) -> None:
+    """Train the recommended run (or one of max_steps) and print its time, speed and report."""
     device = get_device()
     cfg = recommended_config(device.type)
     cfg.seed = seed
+    if max_steps is not None:
+        cfg.max_steps = max_steps
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = train(cfg, out, progress=False)
@@ -126,6 +129,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, help="train this many steps instead")
     parser.add_argument("--mfu", action="store_true")
     parser.add_argument("--steps", type=int, default=50, help="timed steps for --mfu")
     parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
@@ -133,7 +137,7 @@ def main() -> None:
     if args.mfu:
         mfu(args.steps, args.peak_tflops)
     else:
-        quality(args.samples, args.seed)
+        quality(args.samples, args.seed, args.max_steps)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def recommended_config(device_type: str) -> TrainConfig:
             n_stories=100_000, seq_len=256, batch_size=64, max_steps=2000, warmup_steps=100,
             max_lr=2e-3, min_lr=2e-4, eval_every=200, checkpoint_every=500,
         )  # fmt: skip
-    return TrainConfig(max_steps=350, eval_every=50)
+    return TrainConfig(max_steps=600, eval_every=100)
 
 
 # --- the pieces that the notebook builds by hand -------------------------------------------
