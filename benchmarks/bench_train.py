@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_train.py                 # the run chapter 08 makes on this device
     python benchmarks/bench_train.py --samples 200   # how many stories to sample for validity
-    python benchmarks/bench_train.py --max-steps 700 # the same run, longer
+    python benchmarks/bench_train.py --set max_steps=700 --set max_lr=0.006   # a variant
     python benchmarks/bench_train.py --mfu           # CUDA only: ~100M model, bf16, compile, SDPA
 
 The first form trains `recommended_config(device)` (the same config as notebook 08) and then runs
@@ -17,11 +17,14 @@ FLOPs per token = 6 * parameters (without the embedding lookup) + 12 * layers * 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 try:
     import llama_edu  # noqa: F401
@@ -47,20 +50,17 @@ def machine() -> str:
     return f"{torch.get_num_threads()} CPU threads ({cpu}), torch {torch.__version__}"
 
 
-def quality(samples: int, seed: int, max_steps: int | None = None) -> None:
-    """Train the recommended run (or one of max_steps) and print its time, speed and report."""
+def quality(samples: int, seed: int, changes: dict[str, Any] | None = None) -> None:
+    """Train the recommended run (with `changes` to its TrainConfig); print time, speed, report."""
     device = get_device()
-    cfg = recommended_config(device.type)
-    cfg.seed = seed
-    if max_steps is not None:
-        cfg.max_steps = max_steps
+    cfg = dataclasses.replace(recommended_config(device.type), seed=seed, **(changes or {}))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = train(cfg, out, progress=False)
         seconds = time.perf_counter() - start
     tokens = result.step * cfg.batch_size * cfg.grad_accum * cfg.seq_len
     report = tales_report(result.model, result.tokenizer, n_eval=1000, n_samples=samples)
-    print(f"# {machine()}; recommended_config({device.type!r}), seed {seed}")
+    print(f"# {machine()}; recommended_config({device.type!r}), seed {seed}, changes {changes}")
     print("| steps | wall time (s) | tokens/s | model bits/char | floor | bigram | gap closed "
           "| valid stories |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -129,7 +129,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, help="train this many steps instead")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="change one TrainConfig field of the run (value as JSON), e.g. max_steps=700",
+    )  # fmt: skip
     parser.add_argument("--mfu", action="store_true")
     parser.add_argument("--steps", type=int, default=50, help="timed steps for --mfu")
     parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
@@ -137,7 +140,13 @@ def main() -> None:
     if args.mfu:
         mfu(args.steps, args.peak_tflops)
     else:
-        quality(args.samples, args.seed, args.max_steps)
+        changes = {}
+        for item in args.set:
+            field, _, value = item.partition("=")
+            if field not in {f.name for f in dataclasses.fields(TrainConfig)} or not value:
+                parser.error(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field.")
+            changes[field] = json.loads(value)
+        quality(args.samples, args.seed, changes)
 
 
 if __name__ == "__main__":
