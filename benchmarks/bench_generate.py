@@ -64,14 +64,18 @@ def bare_step(
 
 
 def floor_ms_per_step(model: Llama, prompt: list[int], steps: int, repeats: int) -> float:
-    """Best ms per token of `bare_step` (checked against the model's own cached logits)."""
+    """Best ms per token of `bare_step`, checked against the model at every prompt position."""
     args = model.args
     shape = (args.n_layers, args.max_seq_len, args.kv_heads, args.head_dim)
     k_cache, v_cache = torch.zeros(shape), torch.zeros(shape)
     token = torch.tensor([[prompt[0]]])
     with torch.inference_mode():
-        expected = model(token, cache=model.init_cache(1))
-        torch.testing.assert_close(bare_step(model, k_cache, v_cache, token, 0), expected)
+        cache = model.init_cache(1)
+        for pos, token_id in enumerate(prompt):  # every position: RoPE and attention both count
+            one = torch.tensor([[token_id]])
+            torch.testing.assert_close(
+                bare_step(model, k_cache, v_cache, one, pos), model(one, cache=cache)
+            )
         best = float("inf")
         for _ in range(repeats + 1):
             start = time.perf_counter()

@@ -53,7 +53,7 @@ def machine() -> str:
 def quality(samples: int, seed: int, changes: dict[str, Any] | None = None) -> None:
     """Train the recommended run (with `changes` to its TrainConfig); print time, speed, report."""
     device = get_device()
-    cfg = dataclasses.replace(recommended_config(device.type), seed=seed, **(changes or {}))
+    cfg = dataclasses.replace(recommended_config(device.type), **{"seed": seed, **(changes or {})})
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = train(cfg, out, progress=False)
@@ -145,7 +145,10 @@ def main() -> None:
             field, _, value = item.partition("=")
             if field not in {f.name for f in dataclasses.fields(TrainConfig)} or not value:
                 parser.error(f"--set {item!r}: expected FIELD=VALUE with a TrainConfig field.")
-            changes[field] = json.loads(value)
+            try:
+                changes[field] = json.loads(value)
+            except json.JSONDecodeError:  # a plain word, e.g. device=cpu
+                changes[field] = value
         quality(args.samples, args.seed, changes)
 
 

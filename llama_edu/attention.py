@@ -188,6 +188,12 @@ class Attention(nn.Module):
             weights = attention_weights(q, k, mask)  # (b, heads, s, kv_seq)
             out = weights.type_as(q) @ v
         else:
+            if mask is not None and mask.shape[-2:] != (seq, k.shape[1]):
+                raise ValueError(
+                    f"attention: the mask has shape {tuple(mask.shape)} but the scores have "
+                    f"shape (..., {seq}, {k.shape[1]}) (queries, keys); build it with "
+                    f"causal_mask({seq}, start_pos={k.shape[1] - seq})."
+                )
             # SDPA shares each kv head among n_rep query heads itself (enable_gqa)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, h, s, d)
             out = F.scaled_dot_product_attention(

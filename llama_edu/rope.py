@@ -89,10 +89,11 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
             f"cos/sin have shapes {tuple(cos.shape)}/{tuple(sin.shape)}; they must be "
             f"(seq, head_dim // 2) = ({x.shape[1]}, {x.shape[-1] // 2}) and head_dim even."
         )
-    # pair (x0, x1) as the complex number x0 + i x1; multiplying by cos + i sin rotates it
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (b, s, h, head_dim / 2)
-    rotation = torch.complex(cos, sin)[:, None, :]  # (seq, 1, head_dim / 2)
-    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)  # (b, s, h, head_dim)
+    pairs = x.float().unflatten(-1, (-1, 2))  # (b, s, h, head_dim / 2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[:, None, :], sin[:, None, :]  # (seq, 1, head_dim / 2), broadcast over b and h
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)  # (b, s, h, head_dim)
 
 
 def apply_rope(

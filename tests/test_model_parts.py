@@ -254,3 +254,11 @@ def test_swiglu_matches_module_and_formula():
     assert all(m.bias is None for m in (layer.w1, layer.w2, layer.w3))
     with pytest.raises(ValueError, match=r"w2 \(24, 8\) must be \(8, hidden\)"):
         ffn.swiglu(x, w1, w2.T, w3)
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_attention_layer_names_a_mask_of_the_wrong_shape(use_sdpa):
+    layer = att.Attention(16, n_heads=4, n_kv_heads=2, use_sdpa=use_sdpa)
+    cos, sin = rope.rope_cos_sin(4, 5)
+    with pytest.raises(ValueError, match=r"causal_mask\(5, start_pos=0\)"):
+        layer(torch.randn(1, 5, 16), cos, sin, att.causal_mask(4))
