@@ -16,6 +16,23 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def coalesce_streams(outputs: list) -> list:
+    """Join consecutive stdout (or stderr) pieces into one output, as a reader sees them."""
+    joined: list = []
+    for output in outputs:
+        previous = joined[-1] if joined else None
+        if (
+            output.get("output_type") == "stream"
+            and previous is not None
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous["text"] += output["text"]
+        else:
+            joined.append(output)
+    return joined
+
+
 def run(path: Path, timeout: int = 900) -> float:
     """Execute one notebook in a fresh kernel (cwd = its folder) and save it; return seconds."""
     nb = nbformat.read(path, as_version=4)
@@ -30,6 +47,8 @@ def run(path: Path, timeout: int = 900) -> float:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nbformat.validate(nb)
     nbformat.write(nb, path)
     return elapsed
