@@ -2,7 +2,6 @@
 the logit lens, PCA and the figures (llama_edu.attention.ablate_heads and llama_edu.viz)."""
 
 import copy
-import warnings
 
 import matplotlib
 
@@ -23,13 +22,8 @@ STORY = "One day, Mia met a boy named Theo. Theo gave the ball to Mia. The ball 
 NAMES = ["Mia", "Theo", "Leo"]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    """Fail on any warning while plotting, and leave no pyplot figure open after a test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
-    plt.close("all")
+# every test here fails on a warning while plotting and closes its figures (conftest.py)
+pytestmark = pytest.mark.usefixtures("strict_plotting")
 
 
 @pytest.fixture(scope="module")

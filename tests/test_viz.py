@@ -1,7 +1,6 @@
 """Plot and widget helpers of the positions and attention chapters (llama_edu.viz)."""
 
 import math
-import warnings
 
 import matplotlib
 
@@ -19,13 +18,8 @@ from llama_edu.rope import apply_rope, rope_cos_sin, rope_frequencies  # noqa: E
 WORDS = ["the", "cat", "sat", "down"]
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    """Fail on any warning while plotting, and leave no pyplot figure open after a test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
-    plt.close("all")
+# every test here fails on a warning while plotting and closes its figures (conftest.py)
+pytestmark = pytest.mark.usefixtures("strict_plotting")
 
 
 def causal_weights(n: int = 4) -> torch.Tensor:

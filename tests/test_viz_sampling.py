@@ -1,6 +1,5 @@
 """The sampling explorer's pure function (llama_edu.viz.sampling_figure, chapter 09)."""
 
-import warnings
 
 import matplotlib
 
@@ -20,13 +19,8 @@ LABELS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 BY_PROBABILITY = [3, 0, 7, 4, 2, 5, 1, 6]  # ids from the largest logit to the smallest
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    """Fail on any warning while plotting, and leave no pyplot figure open after a test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
-    plt.close("all")
+# every test here fails on a warning while plotting and closes its figures (conftest.py)
+pytestmark = pytest.mark.usefixtures("strict_plotting")
 
 
 def bars(fig: Figure) -> tuple[list, list]:
