@@ -47,11 +47,15 @@ def _check_qkv(
             "k and v must be equal in shape, and share batch, n_heads and head_dim with q "
             "(use repeat_kv first for grouped-query attention)."
         )
-    if mask is not None and mask.shape[-2:] != (q.shape[2], k.shape[2]):
+    _check_mask(mask, q.shape[2], k.shape[2])
+
+
+def _check_mask(mask: torch.Tensor | None, n_queries: int, n_keys: int) -> None:
+    if mask is not None and mask.shape[-2:] != (n_queries, n_keys):
         raise ValueError(
             f"attention: the mask has shape {tuple(mask.shape)} but the scores have shape "
-            f"(..., {q.shape[2]}, {k.shape[2]}) (queries, keys); build it with "
-            f"causal_mask({q.shape[2]}, start_pos={k.shape[2] - q.shape[2]})."
+            f"(..., {n_queries}, {n_keys}) (queries, keys); build it with "
+            f"causal_mask({n_queries}, start_pos={n_keys - n_queries})."
         )
 
 
@@ -188,12 +192,7 @@ class Attention(nn.Module):
             weights = attention_weights(q, k, mask)  # (b, heads, s, kv_seq)
             out = weights.type_as(q) @ v
         else:
-            if mask is not None and mask.shape[-2:] != (seq, k.shape[1]):
-                raise ValueError(
-                    f"attention: the mask has shape {tuple(mask.shape)} but the scores have "
-                    f"shape (..., {seq}, {k.shape[1]}) (queries, keys); build it with "
-                    f"causal_mask({seq}, start_pos={k.shape[1] - seq})."
-                )
+            _check_mask(mask, seq, k.shape[1])
             # SDPA shares each kv head among n_rep query heads itself (enable_gqa)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, h, s, d)
             out = F.scaled_dot_product_attention(
