@@ -172,6 +172,17 @@ def rope_complex(x, start_pos, theta):
     return torch.view_as_real(pairs * turns).flatten(3).type_as(x)
 
 
+def rope_in_input_dtype(x, start_pos, theta):
+    """Hugging Face's precision convention: cos and sin cast to x's dtype, rotation done in it
+    (bfloat16 here), with Meta's interleaved pairs."""
+    head_dim = x.shape[-1]
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    angles = torch.outer(torch.arange(start_pos, start_pos + x.shape[1]).float(), freqs)
+    cos, sin = (t.to(x.dtype)[None, :, None, :] for t in (angles.cos(), angles.sin()))
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
 def rope_rotate_half(x, start_pos, theta):
     return lib_rope.apply_rope_half(x, start_pos, theta)
 
@@ -443,6 +454,7 @@ CORRECT: list[tuple[str, Callable]] = [
     ("rope_frequencies", freq_via_exp_log),
     ("apply_rope", rope_reference),
     ("apply_rope", rope_complex),
+    ("apply_rope", rope_in_input_dtype),
     ("causal_mask", mask_reference),
     ("causal_mask", mask_triu),
     ("attention", attn_reference),
