@@ -172,6 +172,17 @@ def rope_complex(x, start_pos, theta):
     return torch.view_as_real(pairs * turns).flatten(3).type_as(x)
 
 
+def rope_in_input_dtype(x, start_pos, theta):
+    """Hugging Face's precision convention: cos and sin cast to x's dtype, rotation done in it
+    (bfloat16 here), with Meta's interleaved pairs."""
+    head_dim = x.shape[-1]
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    angles = torch.outer(torch.arange(start_pos, start_pos + x.shape[1]).float(), freqs)
+    cos, sin = (t.to(x.dtype)[None, :, None, :] for t in (angles.cos(), angles.sin()))
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
 def rope_rotate_half(x, start_pos, theta):
     return lib_rope.apply_rope_half(x, start_pos, theta)
 
@@ -256,6 +267,22 @@ def _attn(q, k, v, mask, scale, dim=-1, combine=torch.add):
     return torch.softmax(scores, dim=dim) @ v
 
 
+def attn_float64(q, k, v, mask=None):
+    """Computed and returned in float64: more precise, the same values."""
+    mask = None if mask is None else mask.double()
+    return lib_attention.attention(q.double(), k.double(), v.double(), mask)
+
+
+def attn_non_contiguous(q, k, v, mask=None):
+    """A non-contiguous result: a transposed view of a (batch, seq, heads, d) tensor."""
+    out = lib_attention.attention(q, k, v, mask).transpose(1, 2).contiguous()
+    return out.transpose(1, 2)
+
+
+def attn_half(q, k, v, mask=None):
+    return lib_attention.attention(q, k, v, mask).half()
+
+
 def attn_scaled_by_d(q, k, v, mask=None):
     return _attn(q, k, v, mask, 1 / q.shape[-1])
 
@@ -285,6 +312,16 @@ def attn_k_transposed_wrongly(q, k, v, mask=None):
 
 def repeat_reference(x, n_rep):
     return lib_attention.repeat_kv(x, n_rep)
+
+
+def repeat_expand_float64(x, n_rep):
+    """With expand (a non-contiguous view before the reshape copies it), returned in float64."""
+    b, s, h, d = x.shape
+    return x[:, :, :, None, :].expand(b, s, h, n_rep, d).reshape(b, s, h * n_rep, d).double()
+
+
+def repeat_to_half(x, n_rep):
+    return lib_attention.repeat_kv(x, n_rep).half()
 
 
 def repeat_interleave(x, n_rep):
@@ -417,12 +454,16 @@ CORRECT: list[tuple[str, Callable]] = [
     ("rope_frequencies", freq_via_exp_log),
     ("apply_rope", rope_reference),
     ("apply_rope", rope_complex),
+    ("apply_rope", rope_in_input_dtype),
     ("causal_mask", mask_reference),
     ("causal_mask", mask_triu),
     ("attention", attn_reference),
     ("attention", attn_einsum),
     ("attention", lib_attention.sdpa_attention),
+    ("attention", attn_float64),
+    ("attention", attn_non_contiguous),
     ("repeat_kv", repeat_reference),
+    ("repeat_kv", repeat_expand_float64),
     ("repeat_kv", repeat_interleave),
     ("swiglu", swiglu_reference),
     ("swiglu", swiglu_matmul),
@@ -468,7 +509,9 @@ WRONG: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("attention", attn_mask_ignored, ("mask is ignored",)),
     ("attention", attn_mask_multiplied, ("mask is multiplied", "scores + mask")),
     ("attention", attn_k_transposed_wrongly, ("raised RuntimeError", "k.transpose(-2, -1)")),
+    ("attention", attn_half, ("dtype float16", "expected float32")),
     ("repeat_kv", repeat_tiled, ("0, 1, 0, 1", "repeat_interleave")),
+    ("repeat_kv", repeat_to_half, ("dtype float16", "keep x's dtype")),
     ("repeat_kv", repeat_wrong_axis, ("axis 1 (seq)", "axis 2")),
     ("repeat_kv", repeat_not_reshaped, ("5-D", "reshape")),
     ("repeat_kv", repeat_breaks_n_rep_1, ("n_rep = 1", "return x")),

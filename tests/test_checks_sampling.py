@@ -176,10 +176,68 @@ def p_drops_everything(probs, p):
     return kept / kept.sum(-1, keepdim=True)
 
 
-def p_less_or_equal(probs, p):
-    sorted_probs, order, before = _sorted(probs)
+def p_meta_sample_top_p(probs, p):
+    """Meta's rule (LLaMA generation.py, sample_top_p): remove a token when the mass before it is
+    > p, so at an exact tie the token is kept. Its sort is not stable; written here by us."""
+    probs_sort, probs_idx = torch.sort(probs, dim=-1, descending=True)
+    mask = probs_sort.cumsum(dim=-1) - probs_sort > p
+    probs_sort = probs_sort.masked_fill(mask, 0.0)
+    probs_sort = probs_sort / probs_sort.sum(dim=-1, keepdim=True)
+    return torch.zeros_like(probs).scatter(-1, probs_idx, probs_sort)
+
+
+def p_hugging_face_rule(probs, p):
+    """Hugging Face's TopPLogitsWarper rule, on log-probabilities: sort ascending, remove while the
+    cumulative mass is <= 1 - p, always keep the most likely token. Written here by us."""
+    logits = probs.log()
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+    remove_sorted = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= 1 - p
+    remove_sorted[..., -1] = False
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return torch.softmax(logits.masked_fill(remove, NEG_INF), dim=-1)
+
+
+def p_ties_to_larger_id(probs, p):
+    """Meta's rule, but among equal probabilities the larger id comes first (and is kept)."""
+    flipped = p_meta_sample_top_p(probs.flip(-1), p)
+    return flipped.flip(-1)
+
+
+def p_float64(probs, p):
+    """The chapter's rule, computed and returned in float64."""
+    return top_p_filter(probs.double(), p)
+
+
+def p_less_or_equal_and_ascending_ties(probs, p):
+    """`before <= p` written with a stable ascending sort of the negated probabilities."""
+    sorted_neg, order = torch.sort(-probs, dim=-1, stable=True)
+    sorted_probs = -sorted_neg
+    before = sorted_probs.cumsum(-1) - sorted_probs
     kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs * (before <= p))
     return kept / kept.sum(-1, keepdim=True)
+
+
+def p_torch_roll(probs, p):
+    """Shifts the 'cumsum > p' mask with torch.roll, which wraps the last entry to the front."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    remove = torch.roll(sorted_probs.cumsum(-1) > p, 1, dims=-1)
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs.masked_fill(remove, 0.0))
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def p_one_after_crossing(probs, p):
+    """Keeps one token more than needed: the mass two tokens before must be below p."""
+    sorted_probs, order, before = _sorted(probs)
+    before_previous = F.pad(before[..., :-1], (1, 0))
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs * (before_previous < p))
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def p_not_a_top_set(probs, p):
+    """Right mass at the exact tie (0.5 + 0.125 + 0.125 = 0.75) but skips the 0.25 token."""
+    if probs.shape == (4,) and probs[1] == 0.25 and p == 0.75:
+        return torch.tensor([0.5, 0.0, 0.125, 0.125]) / 0.75
+    return top_p_filter(probs, p)
 
 
 def p_ascending(probs, p):
@@ -193,7 +251,19 @@ def p_not_yet(probs, p):
     raise NotImplementedError("Exercise: replace this line with your solution")
 
 
-@pytest.mark.parametrize("solution", [top_p_filter, p_loop, p_mask_then_softmax])
+@pytest.mark.parametrize(
+    "solution",
+    [
+        top_p_filter,
+        p_loop,
+        p_mask_then_softmax,
+        p_meta_sample_top_p,
+        p_hugging_face_rule,
+        p_ties_to_larger_id,
+        p_float64,
+        p_less_or_equal_and_ascending_ties,
+    ],
+)
 def test_top_p_filter_accepts_correct_solutions(solution, capsys):
     checks.top_p_filter(solution)
     assert capsys.readouterr().out.startswith("\u2713 checks.top_p_filter passed")
@@ -207,7 +277,9 @@ def test_top_p_filter_accepts_correct_solutions(solution, capsys):
         (p_sorted_order, "sorted order"),
         (p_without_crossing, "crosses p is missing"),
         (p_drops_everything, "crosses p is missing"),
-        (p_less_or_equal, "not <= p"),
+        (p_torch_roll, "torch.roll wraps"),
+        (p_one_after_crossing, "differs from the reference"),
+        (p_not_a_top_set, "differs from the reference"),
         (p_ascending, "*least* likely"),
     ],
 )
@@ -232,3 +304,19 @@ def test_top_p_filter_nan_when_the_top_token_is_dropped():
 def test_top_p_filter_not_implemented(capsys):
     checks.top_p_filter(p_not_yet)
     assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_the_tie_case_tells_the_conventions_apart():
+    """The check really meets an exact tie: there Meta's rule keeps a third token, ours does not."""
+    halves = torch.tensor([0.5, 0.25, 0.125, 0.125])
+    assert (top_p_filter(halves, 0.75) > 0).sum() == 2
+    assert (p_meta_sample_top_p(halves, 0.75) > 0).sum() == 3
+    assert (p_ties_to_larger_id(halves, 0.75) > 0).tolist() == [True, True, False, True]
+
+
+def test_other_conventions_differ_only_at_ties():
+    """Off exact ties the accepted rules give the reference's answer."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(50, 30, generator=gen) * 2, -1)
+    for rule in (p_meta_sample_top_p, p_hugging_face_rule, p_ties_to_larger_id):
+        torch.testing.assert_close(rule(probs, 0.8), top_p_filter(probs, 0.8))

@@ -15,6 +15,8 @@ from llama_edu.classroom import has_solution
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 MAX_BYTES = 3_000_000
 MIN_COMPARED_FRACTION = 0.70
+FIGURE_REPR = re.compile(r"^<(?:Figure|matplotlib\.figure\.Figure)\b[^>\n]*>$")
+LITERAL_TRUE = re.compile(r"""\bprint\(\s*f?(["'])[^"'\n]*\bTrue\1\s*\)""")
 NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 REQUIRED_HEADINGS = [
     "Learning objectives",
@@ -32,6 +34,25 @@ EXERCISE_HEADER = re.compile(
     r"^### Exercise (\d+)\.(\d+) · \w+ \(difficulty [★☆]{3}, about \d+ minutes\)", re.M
 )
 MIN_EXERCISES_PER_CHAPTER, MIN_EXERCISES = 2, 25
+
+
+def has_text_output(cell: nbformat.NotebookNode) -> bool:
+    """True when nbval really compares something: stdout, or a text result that is not a figure.
+
+    nbval does not compare images, so a cell whose only output is a figure (image/png plus the
+    `<Figure size ... with N Axes>` text) checks nothing, compared or not. stderr does not count
+    (compared cells must not have any), nor do stored errors.
+    """
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            if output.name == "stdout" and output.text.strip():
+                return True
+        elif output.output_type in ("execute_result", "display_data"):
+            text = output.get("data", {}).get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if text.strip() and not FIGURE_REPR.match(text.strip()):
+                return True
+    return False
 
 
 def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
@@ -56,7 +77,7 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
             found.append(f"{name}: no heading starting with {required!r}")
 
     last = 0
-    compared = with_output = 0
+    compared = with_text = 0
     prose_since_exercise = ""
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
@@ -77,9 +98,14 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
         if source.splitlines()[-1].rstrip().endswith(";"):
             found.append(f"{where}: ends with ';' (nbval still compares the output)")
         ignored = IGNORE in source
-        if cell.outputs:
-            with_output += 1
+        if has_text_output(cell):
+            with_text += 1
             compared += not ignored
+        if LITERAL_TRUE.search(cell.source):
+            found.append(
+                f"{where}: prints a literal string ending in 'True' (after an assert it carries "
+                "no information): print the computed values instead"
+            )
         for output in cell.outputs:
             if output.output_type == "error":
                 found.append(f"{where}: stored error {output.get('ename')}")
@@ -106,10 +132,10 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
             for check_name in called:
                 if check_name not in checks.available():
                     found.append(f"{where}: checks.{check_name} does not exist")
-    if with_output and compared / with_output < MIN_COMPARED_FRACTION:
+    if with_text and compared / with_text < MIN_COMPARED_FRACTION:
         found.append(
-            f"{name}: only {compared}/{with_output} cells with output are compared by nbval "
-            f"(at least {MIN_COMPARED_FRACTION:.0%} must be)"
+            f"{name}: only {compared}/{with_text} cells with text output are compared by nbval "
+            f"(at least {MIN_COMPARED_FRACTION:.0%} must be; figures alone do not count)"
         )
     return found
 
@@ -216,3 +242,68 @@ def test_the_rules_catch_each_problem(spoil, complaint):
 def test_name_and_size_rules():
     assert any("NN_topic" in p for p in problems(_good_notebook(), "Example.ipynb", 10))
     assert any("budget" in p for p in problems(_good_notebook(), "42_x.ipynb", MAX_BYTES + 1))
+
+
+def _figure_output() -> nbformat.NotebookNode:
+    return nbformat.v4.new_output(
+        "display_data",
+        data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 800x300 with 1 Axes>"},
+    )
+
+
+def _with_cells(nb: nbformat.NotebookNode, cells: list[nbformat.NotebookNode]):
+    """The notebook with `cells` appended and execution counts renumbered 1, 2, 3, ..."""
+    nb.cells.extend(cells)
+    for count, cell in enumerate([c for c in nb.cells if c.cell_type == "code"], start=1):
+        cell.execution_count = count
+    return nb
+
+
+def _figure_cell(ignored: bool) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(("# " + IGNORE + "\n" if ignored else "") + "plt.show()")
+    cell.outputs = [_figure_output()]
+    return cell
+
+
+def test_only_cells_with_text_output_count():
+    figure_only = _figure_cell(ignored=False)
+    assert not has_text_output(figure_only)
+    figure_only.outputs.append(
+        nbformat.v4.new_output("execute_result", data={"text/plain": "[1, 2]"})
+    )
+    assert has_text_output(figure_only)
+    assert not has_text_output(nbformat.v4.new_code_cell("x = 1"))
+    stderr = nbformat.v4.new_code_cell("warn()")
+    stderr.outputs = [nbformat.v4.new_output("stream", name="stderr", text="warning\n")]
+    assert not has_text_output(stderr)
+
+
+def test_compared_figures_do_not_hide_ignored_text():
+    # Old count: 4 of 5 cells with output compared (80%). Honest count: 1 of 2 text cells (50%).
+    nb = _good_notebook()
+    nb.cells[1].source = f"# {IGNORE}\nprint(1)"
+    nb = _with_cells(nb, [_figure_cell(ignored=False) for _ in range(3)])
+    assert any("1/2 cells with text output" in p for p in problems(nb, "42_example.ipynb", 1000))
+
+
+def test_ignored_figures_do_not_count_against_a_notebook():
+    nb = _with_cells(_good_notebook(), [_figure_cell(ignored=True) for _ in range(3)])
+    assert problems(nb, "42_example.ipynb", 1000) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "flagged"),
+    [
+        ('assert a == b\nprint("a equals b: True")', True),
+        ("torch.testing.assert_close(a, b)\nprint(f'close for all {n} rows: True')", True),
+        ('print("a equals b:", torch.equal(a, b))', False),
+        ('print(f"max abs difference {diff:.4f}")', False),
+        ('print("True")  \nprint(x)', True),
+        ('print(f"valid: {ok}")', False),
+    ],
+)
+def test_a_printed_literal_true_is_caught(source, flagged):
+    nb = _good_notebook()
+    nb.cells[1].source = source
+    assert any("literal string ending in 'True'" in p
+               for p in problems(nb, "42_example.ipynb", 1000)) == flagged

@@ -213,8 +213,12 @@ def attention(fn: Callable[..., torch.Tensor]) -> str:
                 "your function changed q, k, v or the mask in place (e.g. with masked_fill_ "
                 "or +=). Compute new tensors and leave the inputs as they are."
             )
-        if isinstance(out, torch.Tensor) and out.dtype != q.dtype:
-            fail(f"with {label} the result has dtype {str(out.dtype)[6:]}; expected float32.")
+        # float64 is accepted (more precise, compared in float64); a lower precision is not.
+        if isinstance(out, torch.Tensor) and out.dtype not in (q.dtype, torch.float64):
+            fail(
+                f"with {label} the result has dtype {str(out.dtype)[6:]}; expected float32 "
+                "like q, k and v (float64 is also accepted)."
+            )
         if isinstance(out, torch.Tensor) and torch.isnan(out).any():
             fail(
                 f"with {label} the result contains nan. A common cause is multiplying the "
@@ -333,7 +337,8 @@ def repeat_kv(fn: Callable[..., torch.Tensor]) -> str:
                 "Query head h uses kv head h // n_rep, so the heads axis must read "
                 "0, 0, 1, 1, ... (torch.repeat_interleave(x, n_rep, dim=2))."
             )
-        if isinstance(out, torch.Tensor) and out.dtype != x.dtype:
+        # Repeating copies values: float64 holds them exactly, so it is accepted too.
+        if isinstance(out, torch.Tensor) and out.dtype not in (x.dtype, torch.float64):
             fail(f"with {label} the result has dtype {str(out.dtype)[6:]}; keep x's dtype.")
         match_mistakes(out, ref.repeat_kv(x, n_rep), _repeat_mistakes(x, n_rep), label, otherwise)
     return "repeats each kv head n_rep times in a row (0, 0, 1, 1, ...) on 4 inputs, n_rep 1 to 4"

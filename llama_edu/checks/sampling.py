@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import generate as ref
-from ._core import Mistake, call, check, fail, match_mistakes
+from ._core import Mistake, call, check, close, fail, match_mistakes
 
 NEG_INF = float("-inf")
 
@@ -172,11 +172,14 @@ def _top_p_mistakes(probs: torch.Tensor, p: float) -> list[Mistake]:
                 "*including* the token is <= p. Keep a token when the mass *before* it is still "
                 "below p (cumsum - probs < p), so the kept set reaches p.",
             ))
-    out.append((
-        back((before <= p).to(probs.dtype)),
-        "one token too many where the mass reaches p exactly: a token whose preceding mass "
-        "already equals p is not needed. Keep a token when the mass before it is < p, not <= p.",
-    ))
+    rolled = torch.roll(cum > p, 1, dims=-1)  # wraps the last entry round to the front
+    if rolled[..., 0].any():
+        out.append((
+            back((~rolled).to(probs.dtype)),
+            "the most likely token is missing: torch.roll wraps the last entry of the mask "
+            "round to the front. Shift with F.pad(mask[..., :-1], (1, 0)) (or set the first "
+            "entry to keep), so that the top token is always kept.",
+        ))
     out.append((
         back((cum < p).to(probs.dtype)),
         "the token that crosses p is missing (and, when the top probability alone exceeds p, "
@@ -193,9 +196,51 @@ def _top_p_mistakes(probs: torch.Tensor, p: float) -> list[Mistake]:
     return out
 
 
+TIE = 1e-6
+"""Mass differences this small count as a tie with p (float32 sums of probabilities)."""
+
+
+def _a_nucleus(out: torch.Tensor, probs: torch.Tensor, p: float) -> bool:
+    """True when `out` is a correct top-p result under any tie convention.
+
+    Correct means: the kept tokens are a top set (no removed token is more likely than a kept
+    one, so equal probabilities may be kept in either order), the mass before the least likely
+    kept token is not above p, the kept mass is not below p (both up to TIE), and the kept
+    probabilities are renormalised at their ids. This accepts the rule of chapter 09 (keep when
+    the mass before is < p), Meta's `sample_top_p` (remove when the mass before is > p) and
+    Hugging Face's TopPLogitsWarper (sort ascending, remove while the cumulative mass is
+    <= 1 - p), which differ only where a sum of probabilities equals p exactly.
+    """
+    if not isinstance(out, torch.Tensor) or out.shape != probs.shape:
+        return False
+    if not torch.isfinite(out).all():
+        return False
+    q = probs.double() / probs.double().sum(-1, keepdim=True)
+    q, o = q.reshape(-1, q.shape[-1]), out.double().reshape(-1, q.shape[-1])
+    kept = o.abs() > TIE
+    for q_row, k_row in zip(q, kept, strict=True):
+        if not k_row.any():
+            return False
+        if (~k_row).any() and q_row[~k_row].max() > q_row[k_row].min():
+            return False  # not a top set: a removed token is more likely than a kept one
+        mass = q_row[k_row].sum().item()
+        if mass < p - TIE or mass - q_row[k_row].min().item() > p + TIE:
+            return False
+    renormalised = q * kept / (q * kept).sum(-1, keepdim=True)
+    return close(o, renormalised, atol=1e-6)
+
+
 @check
 def top_p_filter(fn: Callable[..., torch.Tensor]) -> str:
-    """Check `fn(probs (..., V), p) -> Tensor (..., V)`: the renormalised top-p nucleus."""
+    """Check `fn(probs (..., V), p) -> Tensor (..., V)`: the renormalised top-p nucleus.
+
+    Where the sorted probabilities add up to p exactly, rules differ: chapter 09 (and the
+    library) removes a token whose preceding mass equals p, Meta's `sample_top_p` in LLaMA's
+    generation.py keeps it (it removes a token only when the mass before it is > p), and Hugging
+    Face's TopPLogitsWarper sorts in ascending order and removes tokens while their cumulative
+    mass is <= 1 - p. Among equal probabilities any of them may be the one kept. All of these
+    are accepted; the check rejects results that differ anywhere else.
+    """
     for label, probs, p in _top_p_cases():
         given = probs.clone()
         out = call(fn, given, p)
@@ -211,13 +256,17 @@ def top_p_filter(fn: Callable[..., torch.Tensor]) -> str:
                 "you divided 0 by 0). The most likely token must always be kept, even when its "
                 "probability alone is above p."
             )
+        if _a_nucleus(out, probs, p):
+            continue  # the chapter's rule, or another tie convention (Meta's, Hugging Face's)
         match_mistakes(
             out,
             expected,
             _top_p_mistakes(probs, p),
             label,
             "Expected: sort from most to least likely, keep a token while the mass before it "
-            "is below p, put the kept probabilities back at their ids, divide by their sum.",
+            "is below p, put the kept probabilities back at their ids, divide by their sum. "
+            "(Where the mass before a token equals p exactly, keeping it, as Meta's "
+            "sample_top_p does, is accepted too.)",
             atol=1e-6,
         )
     return (
