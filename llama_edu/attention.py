@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import require_float, require_positive_int
-from .rope import rotate_pairs
+from .rope import _rotate_pairs
 
 
 def causal_mask(
@@ -236,7 +236,7 @@ class Attention(nn.Module):
         q = self.wq(x).view(batch, seq, self.n_heads, self.head_dim)  # (b, s, heads, d)
         k = self.wk(x).view(batch, seq, self.n_kv_heads, self.head_dim)  # (b, s, kv_heads, d)
         v = self.wv(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        q, k = _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)  # checked in _check_input
         if cache is not None:
             k, v = cache.store(layer, start_pos, k, v)  # now (b, start_pos + seq, kv_heads, d)
         weights = None
@@ -262,8 +262,21 @@ class Attention(nn.Module):
 
     def _check_input(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
         """Shape and dtype checks only (no data is read), so they cost next to nothing."""
+        weight = self.wq.weight
+        fine = (  # the common case, decided cheaply; the checks below explain anything else
+            isinstance(x, torch.Tensor)
+            and isinstance(cos, torch.Tensor)
+            and isinstance(sin, torch.Tensor)
+            and x.dtype == weight.dtype
+            and x.dim() == 3
+            and x.shape[-1] == weight.shape[1]
+            and cos.dtype == sin.dtype
+            and cos.is_floating_point()
+        )
+        if fine:
+            return
         require_float("Attention", "x", x)
-        dim, weight_dtype = self.wq.in_features, self.wq.weight.dtype
+        dim, weight_dtype = weight.shape[1], weight.dtype
         if x.dim() != 3 or x.shape[-1] != dim:
             raise ValueError(
                 f"Attention expects x of shape (batch, seq, dim) = (batch, seq, {dim}), got "

@@ -444,10 +444,13 @@ def _check_rows(fn: str, name: str, t: torch.Tensor) -> None:
 
 def _check_logits(logits: torch.Tensor, where: str) -> None:
     """Raise if a row of logits holds NaN or +inf, or is -inf everywhere (one sync, on (rows,))."""
-    if bool(logits.amax(dim=-1).isfinite().all()):
+    if math.isfinite(logits.amax(dim=-1).sum().item()):  # NaN, +inf or an all -inf row
         return
     rows = logits.reshape(-1, logits.shape[-1])
-    row = int((~rows.amax(dim=-1).isfinite()).nonzero()[0])
+    bad_rows = (~rows.amax(dim=-1).isfinite()).nonzero()
+    if len(bad_rows) == 0:
+        return  # every row fine; only their sum overflowed
+    row = int(bad_rows[0])
     if bool(rows[row].isnan().any()):
         what = "NaN"
     elif bool((rows[row] == math.inf).any()):

@@ -32,7 +32,17 @@ def _check_norm_args(
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """RMSNorm over the last axis, computed in float32 and cast back to x's dtype, then scaled."""
-    _check_norm_args("rms_norm", x, weight, None, eps)
+    fine = (  # the common case, decided cheaply; _check_norm_args explains anything else
+        isinstance(x, torch.Tensor)
+        and isinstance(weight, torch.Tensor)
+        and x.is_floating_point()
+        and weight.is_floating_point()
+        and weight.shape == x.shape[-1:]
+        and isinstance(eps, float)
+        and 0.0 <= eps < math.inf
+    )
+    if not fine:
+        _check_norm_args("rms_norm", x, weight, None, eps)
     x32 = x.float()
     normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
     return normed.type_as(x) * weight

@@ -126,6 +126,11 @@ def rope_cos_sin(
 def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of x (batch, seq, heads, head_dim) by angles (seq, head_dim/2)."""
     _check_rotation_inputs("rotate_pairs", x, cos, sin)
+    return _rotate_pairs(x, cos, sin)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """rotate_pairs after the dtype checks (Attention.forward makes them once for q and k)."""
     if (
         x.dim() != 4
         or x.shape[-1] % 2
