@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -39,11 +40,22 @@ def is_number(value: Any) -> bool:
     return not isinstance(value, torch.Tensor) or value.numel() == 1
 
 
+def as_int(value: Any) -> int | None:
+    """`value` as an int if it is one (also NumPy's or a 0-d integer tensor), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def require_positive_int(fn: str, name: str, value: Any) -> int:
     """Raise ValueError unless `value` is an int >= 1 (bools are refused); return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = as_int(value)
+    if number is None or number < 1:
         raise ValueError(f"{fn}: {name} must be a positive int, got {value!r}.")
-    return value
+    return number
 
 
 def require_finite(fn: str, name: str, value: Any, low: float, strict: bool) -> float:

@@ -15,6 +15,7 @@ import torch
 from einops import rearrange
 
 from ._validate import (
+    as_int,
     is_number,
     require_finite,
     require_float,
@@ -102,9 +103,10 @@ def _check_llama3_scaling(scaling: Any) -> None:
 
 
 def _require_count(fn: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    number = as_int(value)
+    if number is None or number < 0:
         raise ValueError(f"{fn}: {name} must be an int >= 0, got {value!r}.")
-    return value
+    return number
 
 
 def rope_cos_sin(

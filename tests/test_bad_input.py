@@ -592,3 +592,10 @@ def test_valid_edge_values_of_model_args() -> None:
     ModelArgs(**{**SMALL, "norm_eps": 0, "rope_theta": 500000, "n_kv_heads": 1})
     ModelArgs(**{**SMALL, "rope_scaling": LLAMA31})
     assert math.isfinite(generate.beam_search_candidates(MODEL, [1], 2, 2, -0.5)[0][1])
+
+
+def test_numpy_integers_still_count_as_ints() -> None:
+    np = pytest.importorskip("numpy")
+    x = torch.randn(1, 3, 2, 4)
+    torch.testing.assert_close(rope.apply_rope(x, start_pos=np.int64(3)), rope.apply_rope(x, 3))
+    assert rope.rope_frequencies(np.int64(4)).shape == (2,)
