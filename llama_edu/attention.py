@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import rotate_pairs
+from ._validate import require_float, require_positive_int
+from .rope import _rotate_pairs
 
 
 def causal_mask(
@@ -23,9 +24,17 @@ def causal_mask(
 
     Query i sits at absolute position start_pos + i, so it may see keys 0 .. start_pos + i.
     """
-    if seq_len < 1 or start_pos < 0:
+    if (
+        isinstance(seq_len, bool)
+        or not isinstance(seq_len, int)
+        or isinstance(start_pos, bool)
+        or not isinstance(start_pos, int)
+        or seq_len < 1
+        or start_pos < 0
+    ):
         raise ValueError(
-            f"causal_mask needs seq_len >= 1 and start_pos >= 0, got {seq_len}, {start_pos}."
+            f"causal_mask needs an int seq_len >= 1 and an int start_pos >= 0, got "
+            f"{seq_len!r}, {start_pos!r}."
         )
     query_pos = torch.arange(start_pos, start_pos + seq_len, device=device)[:, None]
     key_pos = torch.arange(start_pos + seq_len, device=device)[None, :]
@@ -34,8 +43,13 @@ def causal_mask(
 
 
 def _check_qkv(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    fn: str = "attention",
 ) -> None:
+    _check_same_float(fn, q=q, k=k, v=v)
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
             "attention expects q, k, v of shape (batch, n_heads, seq, head_dim); got "
@@ -50,8 +64,29 @@ def _check_qkv(
     _check_mask(mask, q.shape[2], k.shape[2])
 
 
+def _check_same_float(fn: str, **tensors: torch.Tensor) -> None:
+    for name, t in tensors.items():
+        require_float(fn, name, t)
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
+        raise TypeError(
+            f"{fn}: {listed}; they must share one dtype. Convert them, e.g. k.to(q.dtype)."
+        )
+
+
 def _check_mask(mask: torch.Tensor | None, n_queries: int, n_keys: int) -> None:
-    if mask is not None and mask.shape[-2:] != (n_queries, n_keys):
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or not mask.is_floating_point():
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(
+            f"attention: the mask must be an additive float tensor (0 where a query may look, "
+            f"-inf where it may not), got {got}; build it with causal_mask({n_queries}, "
+            f"start_pos={n_keys - n_queries}), or turn a boolean keep-mask into one with "
+            "torch.zeros(keep.shape).masked_fill(~keep, float('-inf'))."
+        )
+    if mask.shape[-2:] != (n_queries, n_keys):
         raise ValueError(
             f"attention: the mask has shape {tuple(mask.shape)} but the scores have shape "
             f"(..., {n_queries}, {n_keys}) (queries, keys); build it with "
@@ -63,6 +98,13 @@ def attention_weights(
     q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) + mask) in float32, shape (batch, n_heads, seq, kv_seq)."""
+    _check_same_float("attention_weights", q=q, k=k)
+    if q.dim() < 2 or k.dim() < 2 or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"attention_weights: q {tuple(q.shape)} and k {tuple(k.shape)} must both end in "
+            "(seq, head_dim) with the same head_dim, e.g. (batch, n_heads, seq, head_dim)."
+        )
+    _check_mask(mask, q.shape[-2], k.shape[-2])
     scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores + mask.float()
@@ -81,7 +123,7 @@ def sdpa_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The same computation through PyTorch's fused scaled_dot_product_attention."""
-    _check_qkv(q, k, v, mask)
+    _check_qkv(q, k, v, mask, "sdpa_attention")
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=None if mask is None else mask.to(q.dtype)
     )
@@ -89,8 +131,13 @@ def sdpa_attention(
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(b, seq, n_kv_heads, d) -> (b, seq, n_kv_heads * n_rep, d): each kv head n_rep times."""
-    if n_rep < 1:
-        raise ValueError(f"repeat_kv: n_rep must be >= 1, got {n_rep}.")
+    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1:
+        raise ValueError(f"repeat_kv: n_rep must be an int >= 1, got {n_rep!r}.")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(
+            f"repeat_kv expects x of shape (batch, seq, n_kv_heads, head_dim), got {got}."
+        )
     if n_rep == 1:
         return x
     batch, seq, n_kv_heads, head_dim = x.shape
@@ -151,10 +198,17 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        for name, value in (("dim", dim), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
+            require_positive_int("Attention", name, value)
         if dim % n_heads or n_heads % n_kv_heads:
             raise ValueError(
                 f"Attention: dim={dim} must be divisible by n_heads={n_heads}, and n_heads by "
                 f"n_kv_heads={n_kv_heads}."
+            )
+        if (dim // n_heads) % 2:
+            raise ValueError(
+                f"Attention: head_dim = dim / n_heads = {dim // n_heads} is odd, but RoPE rotates "
+                "pairs of features. Choose dim and n_heads so that dim // n_heads is even."
             )
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.n_rep = n_heads // n_kv_heads
@@ -176,12 +230,13 @@ class Attention(nn.Module):
         start_pos: int = 0,
         return_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-
+        """Attend over x (batch, seq, dim); with return_weights also the weights (b, h, s, kv)."""
+        self._check_input(x, cos, sin)
         batch, seq, _ = x.shape
         q = self.wq(x).view(batch, seq, self.n_heads, self.head_dim)  # (b, s, heads, d)
         k = self.wk(x).view(batch, seq, self.n_kv_heads, self.head_dim)  # (b, s, kv_heads, d)
         v = self.wv(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        q, k = _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)  # checked in _check_input
         if cache is not None:
             k, v = cache.store(layer, start_pos, k, v)  # now (b, start_pos + seq, kv_heads, d)
         weights = None
@@ -204,6 +259,42 @@ class Attention(nn.Module):
             )  # (b, heads, s, d)
         out = self.wo(out.transpose(1, 2).reshape(batch, seq, -1))  # (b, s, heads * d)
         return (out, weights) if return_weights else out
+
+    def _check_input(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Shape and dtype checks only (no data is read), so they cost next to nothing."""
+        weight = self.wq.weight
+        fine = (  # the common case, decided cheaply; the checks below explain anything else
+            isinstance(x, torch.Tensor)
+            and isinstance(cos, torch.Tensor)
+            and isinstance(sin, torch.Tensor)
+            and x.dtype == weight.dtype
+            and x.dim() == 3
+            and x.shape[-1] == weight.shape[1]
+            and cos.dtype == sin.dtype
+            and cos.is_floating_point()
+        )
+        if fine:
+            return
+        require_float("Attention", "x", x)
+        dim, weight_dtype = weight.shape[1], weight.dtype
+        if x.dim() != 3 or x.shape[-1] != dim:
+            raise ValueError(
+                f"Attention expects x of shape (batch, seq, dim) = (batch, seq, {dim}), got "
+                f"{tuple(x.shape)}. Use x[None] for a single sequence."
+            )
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f"Attention: x is {x.dtype} but the layer's weights are {weight_dtype}; they must "
+                f"match. Convert x with x.to({weight_dtype}) or the layer with "
+                f"layer.to({x.dtype})."
+            )
+        require_float("Attention", "cos", cos)
+        require_float("Attention", "sin", sin)
+        if cos.dtype != sin.dtype:
+            raise TypeError(
+                f"Attention: cos is {cos.dtype} but sin is {sin.dtype}; they must share one "
+                "dtype. Make both with one call of rope_cos_sin."
+            )
 
 
 # --- switching heads off --------------------------------------------------------------------

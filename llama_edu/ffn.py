@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import require_float
+
 
 def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
     """Hidden size of Llama's SwiGLU: 2/3 of 4*dim, times an optional multiplier, rounded up."""
@@ -23,6 +25,8 @@ def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None 
 
 def swiglu(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
     """w2(silu(w1 x) * w3 x), with weights in nn.Linear layout (out_features, in_features)."""
+    for name, t in (("x", x), ("w1", w1), ("w2", w2), ("w3", w3)):
+        require_float("swiglu", name, t)
     dim = x.shape[-1]
     if w1.shape != w3.shape or w1.shape[1] != dim or w2.shape != (dim, w1.shape[0]):
         raise ValueError(
@@ -44,4 +48,5 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply w2(silu(w1 x) * w3 x)."""
+        require_float("FeedForward", "x", x)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))

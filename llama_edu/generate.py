@@ -18,6 +18,7 @@ Conventions shared by every function here:
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._validate import is_number, require_float, require_tensor
 from .model import ModelArgs
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
@@ -41,6 +43,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     tied entries is kept is torch.topk's choice. k >= V keeps everything.
     """
     _check_top_k(k)
+    _check_rows("top_k_filter", "logits", logits)
+    require_float("top_k_filter", "logits", logits)
     if k >= logits.shape[-1]:
         return logits.clone()
     keep = torch.topk(logits, k, dim=-1).indices
@@ -56,6 +60,15 @@ def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
     Equal probabilities are ordered by id (stable sort). p = 1 keeps every token.
     """
     _check_top_p(p)
+    _check_rows("top_p_filter", "probs", probs)
+    sums = probs.sum(dim=-1)
+    if not (bool((probs >= 0).all()) and bool((sums > 0).all()) and bool(sums.isfinite().all())):
+        _explain_bad_probs(probs, sums)
+    return _top_p(probs, p)
+
+
+def _top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """top_p_filter without the input checks (probs already a valid distribution)."""
     probs = probs / probs.sum(dim=-1, keepdim=True)
     if p == 1.0:
         return probs
@@ -83,6 +96,15 @@ def next_token_distribution(
 ) -> torch.Tensor:
     """The distribution (V,) the next id is drawn from: temperature, then top-k, then top-p."""
     _check_sampling(temperature, top_k, top_p)
+    _check_rows("next_token_distribution", "logits_row", logits_row)
+    _check_logits(logits_row, "next_token_distribution got logits")
+    return _distribution(logits_row, temperature, top_k, top_p)
+
+
+def _distribution(
+    logits_row: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> torch.Tensor:
+    """next_token_distribution without the input checks (the caller has made them)."""
     if temperature == 0:
         best = logits_row.argmax(dim=-1, keepdim=True)
         return torch.zeros_like(logits_row, dtype=torch.float).scatter(-1, best, 1.0)
@@ -91,18 +113,25 @@ def next_token_distribution(
     if top_k is not None:
         scaled = top_k_filter(scaled, top_k)
     probs = torch.softmax(scaled, dim=-1)
-    return probs if top_p is None else top_p_filter(probs, top_p)
+    return probs if top_p is None else _top_p(probs, top_p)
 
 
 def kv_cache_bytes(
     args: ModelArgs, seq_len: int, batch_size: int = 1, bytes_per_value: int = 2
 ) -> int:
     """Memory for keys and values: 2 * n_layers * batch * seq * n_kv_heads * head_dim * bytes."""
-    if seq_len < 0 or batch_size < 0 or bytes_per_value < 1:
+    if not isinstance(args, ModelArgs):
+        raise TypeError(
+            f"kv_cache_bytes expects a ModelArgs, got {type(args).__name__}; pass model.args or "
+            "ModelArgs.from_name('tiny')."
+        )
+    numbers = (seq_len, batch_size, bytes_per_value)
+    not_ints = any(isinstance(n, bool) or not isinstance(n, int) for n in numbers)
+    if not_ints or seq_len < 0 or batch_size < 0 or bytes_per_value < 1:
         raise ValueError(
-            "kv_cache_bytes needs seq_len >= 0, batch_size >= 0 and bytes_per_value >= 1 "
-            f"(2 for float16/bfloat16, 4 for float32); got {seq_len}, {batch_size}, "
-            f"{bytes_per_value}."
+            "kv_cache_bytes needs ints seq_len >= 0, batch_size >= 0 and bytes_per_value >= 1 "
+            f"(2 for float16/bfloat16, 4 for float32); got {seq_len!r}, {batch_size!r}, "
+            f"{bytes_per_value!r}."
         )
     per_value = args.n_layers * batch_size * seq_len * args.kv_heads * args.head_dim
     return 2 * per_value * bytes_per_value
@@ -205,6 +234,7 @@ def _decode(
         # inference mode around the call only: held across a yield it would leak to the caller
         with torch.inference_mode():
             logits = (model(feed, cache=cache) if cache is not None else model(feed))[:, -1]
+        _check_logits(logits, f"at step {step} (new token {step + 1}) the model gave logits")
         next_ids = _pick(logits, temperature, top_k, top_p, generator)
         ids = next_ids.tolist()
         yield [None if finished else token for finished, token in zip(done, ids, strict=True)]
@@ -225,7 +255,7 @@ def _pick(
     """Next ids (batch,) from logits (batch, V): argmax at temperature 0, else a draw."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = next_token_distribution(logits, temperature, top_k, top_p)
+    probs = _distribution(logits, temperature, top_k, top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -268,9 +298,15 @@ def beam_search_candidates(
     one (logprobs only fall as a beam grows).
     """
     row = _single_row(prompt)
-    if not isinstance(beam_width, int) or beam_width < 1:
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise ValueError(f"beam_width must be an int >= 1 (1 is greedy), got {beam_width!r}.")
     _check_length(model, len(row), max_new_tokens)
+    if not (is_number(length_penalty) and math.isfinite(float(length_penalty))):
+        raise ValueError(
+            f"length_penalty must be a finite number, got {length_penalty!r}; 1.0 (the default) "
+            "ranks by log-probability per token, 0 by total log-probability."
+        )
+    length_penalty = float(length_penalty)
     stops = _stop_set(stop_ids)
     if max_new_tokens == 0:
         return [([], 0.0)]
@@ -291,6 +327,7 @@ def beam_search_candidates(
             feed = torch.tensor([row + beam for beam in beams], device=device)
         with torch.no_grad():
             logits = (model(feed, cache=cache) if cache is not None else model(feed))[:, -1]
+        _check_logits(logits, f"at step {length - 1} (new token {length}) the model gave logits")
         logprobs = torch.log_softmax(logits.double(), dim=-1)  # (live beams, V)
         extended = torch.tensor(totals, dtype=torch.float64, device=device)[:, None] + logprobs
         vocab = logprobs.shape[-1]
@@ -334,9 +371,10 @@ def beam_search_candidates(
 
 
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not temperature >= 0 or temperature == float("inf"):
+    if not is_number(temperature) or not 0 <= float(temperature) < math.inf:
+        hint = " (a str: write the number without quotes)" if isinstance(temperature, str) else ""
         raise ValueError(
-            f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}."
+            f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}{hint}."
         )
     _check_top_k(top_k, allow_none=True)
     if top_p is not None:
@@ -372,9 +410,81 @@ def _check_length(model: nn.Module, prompt_len: int, max_new_tokens: int) -> Non
 def _stop_set(stop_ids: Iterable[int] | int | None) -> frozenset[int]:
     if stop_ids is None:
         return frozenset()
-    if isinstance(stop_ids, int):
-        return frozenset([stop_ids])
-    return frozenset(int(i) for i in stop_ids)
+    if isinstance(stop_ids, (str, bytes)):
+        raise ValueError(
+            f"stop_ids must be token ids (an int or a list of ints), got the string {stop_ids!r}, "
+            "which would be read character by character. Pass ids, e.g. "
+            "stop_ids=[tokenizer.eos_id], or tokenizer.encode(text) for a stop text."
+        )
+    if isinstance(stop_ids, torch.Tensor):
+        stop_ids = stop_ids.tolist()
+    items = [stop_ids] if not isinstance(stop_ids, Iterable) else list(stop_ids)
+    ids = []
+    for item in items:
+        try:
+            if isinstance(item, bool):
+                raise TypeError
+            ids.append(operator.index(item))
+        except TypeError:
+            raise ValueError(
+                f"stop_ids must be token ids (an int or a list of ints), got {stop_ids!r}; "
+                f"{item!r} is not an integer id."
+            ) from None
+    return frozenset(ids)
+
+
+def _check_rows(fn: str, name: str, t: torch.Tensor) -> None:
+    require_tensor(fn, name, t)
+    if t.dim() == 0 or t.shape[-1] == 0:
+        raise ValueError(
+            f"{fn} expects {name} of shape (..., vocab_size) with at least one entry per row, got "
+            f"shape {tuple(t.shape)}."
+        )
+
+
+def _check_logits(logits: torch.Tensor, where: str) -> None:
+    """Raise if a row of logits holds NaN or +inf, or is -inf everywhere (one sync, on (rows,))."""
+    if math.isfinite(logits.amax(dim=-1).sum().item()):  # NaN, +inf or an all -inf row
+        return
+    rows = logits.reshape(-1, logits.shape[-1])
+    bad_rows = (~rows.amax(dim=-1).isfinite()).nonzero()
+    if len(bad_rows) == 0:
+        return  # every row fine; only their sum overflowed
+    row = int(bad_rows[0])
+    if bool(rows[row].isnan().any()):
+        what = "NaN"
+    elif bool((rows[row] == math.inf).any()):
+        what = "+inf"
+    else:
+        what = "-inf everywhere (no token left to choose)"
+    raise ValueError(
+        f"{where} that are {what} in row {row}, so there is no distribution to pick the next "
+        "token from. Look for NaN/inf in the model's weights (a diverged training run?), in its "
+        "input, or in settings such as norm_eps and rope_theta."
+    )
+
+
+def _explain_bad_probs(probs: torch.Tensor, sums: torch.Tensor) -> None:
+    rows, flat_sums = probs.reshape(-1, probs.shape[-1]), sums.reshape(-1)
+    if bool(rows.isnan().any()):
+        problem = "contain NaN"
+    elif bool((rows < 0).any()):
+        problem = (
+            "contain negative values; these look like logits: turn them into probabilities "
+            "with torch.softmax(logits, dim=-1)"
+        )
+    elif bool((flat_sums == 0).any()):
+        row = int((flat_sums == 0).nonzero()[0])
+        problem = (
+            f"sum to 0 in row {row} (all zeros), which is no distribution; a uniform one is "
+            "torch.full_like(probs, 1 / probs.shape[-1])"
+        )
+    else:
+        problem = "contain inf"
+    raise ValueError(
+        f"top_p_filter expects probabilities (>= 0, each row summing to more than 0), but they "
+        f"{problem}."
+    )
 
 
 def _as_ids(seq: Any, what: str) -> list[int]:

@@ -7,16 +7,18 @@ state dict moves to and from Meta's and Hugging Face's formats with `llama_edu.i
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._validate import is_number
 from .attention import Attention, KVCache, causal_mask
 from .ffn import FeedForward, ffn_hidden_dim
 from .norm import RMSNorm
-from .rope import rope_cos_sin
+from .rope import _check_llama3_scaling, rope_cos_sin
 
 LLAMA31_SCALING = {
     "factor": 8.0,
@@ -45,10 +47,41 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(
-                    f"ModelArgs.{name} must be a positive int, got {getattr(self, name)!r}."
-                )
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelArgs.{name} must be a positive int, got {value!r}.")
+        if self.n_kv_heads is not None and (
+            isinstance(self.n_kv_heads, bool)
+            or not isinstance(self.n_kv_heads, int)
+            or self.n_kv_heads < 1
+        ):
+            raise ValueError(
+                f"ModelArgs.n_kv_heads must be a positive int that divides n_heads={self.n_heads} "
+                f"(or None for one key/value head per query head), got {self.n_kv_heads!r}."
+            )
+        if not (is_number(self.rope_theta) and 0 < float(self.rope_theta) < math.inf):
+            raise ValueError(
+                f"ModelArgs.rope_theta must be a finite number > 0, got {self.rope_theta!r}; "
+                "Llama 1 and 2 use 10000.0, Llama 3 uses 500000.0."
+            )
+        if not (is_number(self.norm_eps) and 0 <= float(self.norm_eps) < math.inf):
+            raise ValueError(
+                f"ModelArgs.norm_eps must be a finite number >= 0, got {self.norm_eps!r}; "
+                "Llama uses 1e-5 or 1e-6."
+            )
+        if self.ffn_dim_multiplier is not None and not (
+            is_number(self.ffn_dim_multiplier) and 0 < float(self.ffn_dim_multiplier) < math.inf
+        ):
+            raise ValueError(
+                "ModelArgs.ffn_dim_multiplier must be a finite number > 0 (or None), got "
+                f"{self.ffn_dim_multiplier!r}; Llama 3 uses 1.3."
+            )
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(
+                f"ModelArgs.tie_embeddings must be True or False, got {self.tie_embeddings!r}."
+            )
+        if self.rope_scaling is not None:
+            _check_llama3_scaling(self.rope_scaling)
         if self.dim % self.n_heads:
             raise ValueError(
                 f"dim={self.dim} is not divisible by n_heads={self.n_heads}: every head needs "

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from ._validate import require_float
+
+
+def _check_norm_args(
+    fn: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> None:
+    require_float(fn, "x", x)
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is None:
+            continue
+        require_float(fn, name, param)
+        if param.shape != x.shape[-1:]:
+            raise ValueError(
+                f"{fn}: {name} has shape {tuple(param.shape)} but x has shape {tuple(x.shape)}; "
+                f"the {name} must have one entry per feature, shape ({x.shape[-1]},)."
+            )
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(
+            f"{fn}: eps must be a finite number >= 0 (it keeps the division away from 0; "
+            f"Llama uses 1e-5 or 1e-6), got {eps!r}."
+        )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """RMSNorm over the last axis, computed in float32 and cast back to x's dtype, then scaled."""
-    if weight.shape != x.shape[-1:]:
-        raise ValueError(
-            f"rms_norm: weight has shape {tuple(weight.shape)} but x has shape {tuple(x.shape)}; "
-            f"the weight must have one entry per feature, shape ({x.shape[-1]},)."
-        )
+    fine = (  # the common case, decided cheaply; _check_norm_args explains anything else
+        isinstance(x, torch.Tensor)
+        and isinstance(weight, torch.Tensor)
+        and x.is_floating_point()
+        and weight.is_floating_point()
+        and weight.shape == x.shape[-1:]
+        and isinstance(eps, float)
+        and 0.0 <= eps < math.inf
+    )
+    if not fine:
+        _check_norm_args("rms_norm", x, weight, None, eps)
     x32 = x.float()
     normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
     return normed.type_as(x) * weight
@@ -22,6 +52,7 @@ def layer_norm(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, eps: float = 1e-5
 ) -> torch.Tensor:
     """LayerNorm over the last axis (subtract the mean, divide by the std), for comparison."""
+    _check_norm_args("layer_norm", x, weight, bias, eps)
     x32 = x.float()
     centred = x32 - x32.mean(dim=-1, keepdim=True)
     normed = centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps)

@@ -500,7 +500,11 @@ class SentencePieceTokenizer:
         as ordinary text, never as the special id.
         """
         _require_str(s, "the text to encode")
-        ids: list[int] = list(self.sp.EncodeAsIds(s))
+        try:
+            ids: list[int] = list(self.sp.EncodeAsIds(s))
+        except RuntimeError:
+            _utf8(s)  # a lone surrogate: raise the same clear ValueError as BPETokenizer
+            raise
         if bos:
             if self.bos_id < 0:
                 raise ValueError("this model has no <s> (bos) token; call encode with bos=False")
@@ -518,7 +522,11 @@ class SentencePieceTokenizer:
     def pieces(self, s: str) -> list[str]:
         """The pieces `s` is split into, as SentencePiece writes them (spaces shown as ▁)."""
         _require_str(s, "the text to split")
-        return list(self.sp.EncodeAsPieces(s))
+        try:
+            return list(self.sp.EncodeAsPieces(s))
+        except RuntimeError:
+            _utf8(s)  # a lone surrogate: raise the same clear ValueError as BPETokenizer
+            raise
 
     def id_to_piece(self, i: int) -> str:
         """The piece with id `i`, e.g. ``'▁the'`` or ``'<0x0A>'``."""
@@ -527,6 +535,7 @@ class SentencePieceTokenizer:
     def piece_to_id(self, piece: str) -> int:
         """The id of `piece`; raises KeyError if the vocabulary has no such piece."""
         _require_str(piece, "piece")
+        _utf8(piece)  # a lone surrogate: the same clear ValueError as encode
         token_id = self.sp.PieceToId(piece)
         if token_id == self.unk_id and piece != self.sp.IdToPiece(token_id):
             raise KeyError(f"{piece!r} is not a piece of this vocabulary")
@@ -705,6 +714,7 @@ def train_sentencepiece(
     settings = {**LLAMA_SENTENCEPIECE_OPTIONS, **options}
 
     text = _read_corpus(text_or_path)
+    _utf8(text)  # a lone surrogate: the same clear ValueError as encode
     if not text.strip():
         raise ValueError(
             "the training corpus is empty (or only whitespace); pass some text to learn from"
