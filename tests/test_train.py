@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import torch
@@ -171,10 +173,9 @@ def _sigint_at(calls, when, times):
     def hook(*args):
         calls[0] += 1
         if calls[0] == when:
-            for _ in range(times):
-                os.kill(os.getpid(), signal.SIGINT)
-                for _ in range(1000):  # lets Python run the handler before the next signal
-                    pass
+            for _ in range(times):  # to the main thread, as the terminal's Ctrl-C arrives
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.01)  # Python runs the handler here, before the next signal
 
     return hook
 
