@@ -52,13 +52,15 @@ def _fail(command: str, exc: BaseException | str) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .data import CORPORA
     from .runfiles import RunFolderError
     from .train import CheckpointError, TrainConfig, train
 
     if args.minutes is not None and not args.minutes > 0:
         return _fail("train", f"--minutes must be above 0, got {args.minutes}. Give the minutes "
                      "to train for, or leave --minutes out.")
-    if Path(args.corpus).expanduser().is_dir():
+    named = ("tiny-tales", "python-docs", *CORPORA)
+    if args.corpus not in named and Path(args.corpus).expanduser().is_dir():
         return _fail("train", f"--corpus {args.corpus} is a folder. Give a UTF-8 text file or "
                      f"one of the named corpora ({DEFAULT_CORPORA.rsplit(',', 1)[0]}).")
     fields = {

@@ -124,6 +124,11 @@ def install_folder(staging: Path, target: Path, last: str = "config.json") -> No
         fsync_dir(target)
         staging.rmdir()
     else:
+        if target.is_symlink():
+            raise FileExistsError(
+                f"{target} is a symbolic link; replacing it would replace the link, not the "
+                "folder it points to. Nothing was changed; give the real folder instead."
+            )
         aside = make_staging_dir(target.parent, target.name, "replaced")
         aside.rmdir()  # only the unused name is wanted
         os.replace(target, aside)

@@ -132,6 +132,16 @@ def test_overwrite_replaces_a_run_made_by_train(run_copy, legacy):
     assert sorted(p.name for p in run_copy.parent.iterdir()) == ["run"]
 
 
+def test_overwrite_through_a_symlink_is_refused_and_the_run_kept(run_copy):
+    link = run_copy.parent / "link"
+    link.symlink_to(run_copy, target_is_directory=True)
+    before = snapshot(run_copy)
+    with pytest.raises(FileExistsError, match=f"{link} is a symbolic link"):
+        tr.train(small(seed=1), link, overwrite=True, progress=False)
+    assert snapshot(run_copy) == before and link.resolve() == run_copy
+    assert sorted(p.name for p in run_copy.parent.iterdir()) == ["link", "run"]
+
+
 def test_a_new_run_in_an_empty_folder_keeps_the_folder(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
