@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,9 +44,25 @@ def _grade(args: argparse.Namespace) -> int:
     return 1 if any(g.error for g in grades) else 0
 
 
+def _fail(command: str, exc: BaseException | str) -> int:
+    """Print one plain line about what went wrong to stderr; return the exit code 2."""
+    message = re.sub(r"\s*\n\s*", " ", str(exc)).strip() or type(exc).__name__
+    print(f"llama-edu {command}: {message}", file=sys.stderr)
+    return 2
+
+
 def _train(args: argparse.Namespace) -> int:
+    from .data import CORPORA
+    from .runfiles import RunFolderError
     from .train import CheckpointError, TrainConfig, train
 
+    if args.minutes is not None and not args.minutes > 0:
+        return _fail("train", f"--minutes must be above 0, got {args.minutes}. Give the minutes "
+                     "to train for, or leave --minutes out.")
+    named = ("tiny-tales", "python-docs", *CORPORA)
+    if args.corpus not in named and Path(args.corpus).expanduser().is_dir():
+        return _fail("train", f"--corpus {args.corpus} is a folder. Give a UTF-8 text file or "
+                     f"one of the named corpora ({DEFAULT_CORPORA.rsplit(',', 1)[0]}).")
     fields = {
         "corpus": args.corpus, "preset": args.preset, "seed": args.seed,
         "max_minutes": args.minutes, "device": args.device, "compile": args.compile,
@@ -61,9 +78,8 @@ def _train(args: argparse.Namespace) -> int:
                 raise ValueError("under torchrun give --max-steps, so that every process agrees.")
             cfg.max_steps = _steps_for_minutes(cfg, args.minutes)
         result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError, CheckpointError) as exc:
-        print(f"llama-edu train: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, RuntimeError, CheckpointError, RunFolderError) as exc:
+        return _fail("train", exc)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = next((h for h in reversed(result.history) if "val_loss" in h), None)
@@ -99,8 +115,18 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .generate import generate
-    from .train import load_run
+    from .train import CheckpointError, load_run
 
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        return _fail("sample", "--prompt is not valid UTF-8 text (the shell passed bytes that "
+                     "do not decode). Give the prompt as UTF-8, or change the terminal's encoding.")
+    if args.n < 1:
+        return _fail("sample", f"-n must be at least 1 (how many samples to write), got {args.n}.")
+    if args.max_new_tokens < 0:
+        return _fail("sample", "--max-new-tokens must be 0 or more, got "
+                     f"{args.max_new_tokens}.")
     try:
         model, tokenizer = load_run(args.checkpoint)
         prompt = tokenizer.encode(args.prompt, bos=True)
@@ -111,9 +137,8 @@ def _sample(args: argparse.Namespace) -> int:
                            generator=generator)
             new = [t for t in new if t != tokenizer.eos_id]
             print(tokenizer.decode(prompt[1:] + new))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"llama-edu sample: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, RuntimeError, CheckpointError) as exc:
+        return _fail("sample", exc)
     return 0
 
 

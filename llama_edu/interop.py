@@ -12,7 +12,6 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,14 @@ from safetensors.torch import load_file, save_file
 
 from .model import Llama, ModelArgs
 from .rope import half_to_interleaved, interleaved_to_half
+from .runfiles import (
+    EXPORT_KEY,
+    EXPORT_VERSION,
+    atomic_write_text,
+    foreign_entries,
+    install_folder,
+    make_staging_dir,
+)
 
 _LAYER_NAMES = {  # Meta name inside layers.{i} -> Hugging Face name inside model.layers.{i}
     "attention.wq.weight": "self_attn.q_proj.weight",
@@ -199,30 +206,60 @@ def args_from_hf_config(config: Any) -> ModelArgs:
     return args
 
 
+EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json")
+
+
+def _is_own_export(folder: Path) -> bool:
+    """Whether folder's config.json says export_hf wrote it (its marker, or the older args key)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and (
+        config.get(EXPORT_KEY) == EXPORT_VERSION or isinstance(config.get(ARGS_KEY), dict)
+    )
+
+
 def export_hf(model: Llama, out_dir: str | os.PathLike, tokenizer: Any = None) -> Path:
-    """Write a folder that LlamaForCausalLM.from_pretrained loads (safetensors + config.json)."""
+    """Write a folder that LlamaForCausalLM.from_pretrained loads (safetensors + config.json).
+
+    The export is written into a staging folder next to out_dir and moved into place when
+    complete. An existing out_dir must be empty or an earlier export made by export_hf that
+    holds nothing else; any other folder is refused and left as it is.
+    """
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists():
-        raise FileExistsError(
-            f"{out} exists and holds other files; export into an empty or new folder."
-        )
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; export into an empty or new folder.")
+    if out.exists() and any(out.iterdir()):
+        if not _is_own_export(out):
+            raise FileExistsError(
+                f"{out} holds files and is not an export made by export_hf (its config.json "
+                f"lacks the {EXPORT_KEY!r} marker). Nothing was changed; export into an empty or "
+                "new folder."
+            )
+        extra = foreign_entries(out, EXPORT_FILES)
+        if extra:
+            raise FileExistsError(
+                f"{out} is an earlier export but also holds {', '.join(extra)}, which export_hf "
+                "did not write. Nothing was changed; move those away or export elsewhere."
+            )
     config = {
         **hf_config_kwargs(model.args),
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "torch_dtype": str(model.tok_embeddings.weight.dtype).removeprefix("torch."),
         ARGS_KEY: model.args.to_dict(),
+        EXPORT_KEY: EXPORT_VERSION,
     }
     weights = meta_to_hf({k: v.detach().cpu() for k, v in model.state_dict().items()}, model.args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    staging = make_staging_dir(out.parent, out.name)
     try:
         save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if tokenizer is not None:
             model_file = Path(tokenizer.model_path)
             shutil.copyfile(model_file, staging / "tokenizer.model")
-            (staging / "tokenizer_config.json").write_text(
+            atomic_write_text(
+                staging / "tokenizer_config.json",
                 json.dumps(
                     {
                         "tokenizer_class": "LlamaTokenizer",
@@ -234,11 +271,10 @@ def export_hf(model: Llama, out_dir: str | os.PathLike, tokenizer: Any = None) -
                     },
                     indent=2,
                 )
-                + "\n"
+                + "\n",
             )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        atomic_write_text(staging / "config.json", json.dumps(config, indent=2) + "\n")
+        install_folder(staging, out)  # fsyncs, then swaps; the old export goes last
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -252,11 +288,19 @@ def load_hf(source: str | os.PathLike | tuple[Mapping[str, torch.Tensor], Any]) 
         args = args_from_hf_config(config)
     else:
         folder = Path(source)
-        if not (folder / "config.json").is_file():
+        config_file = folder / "config.json"
+        if not config_file.is_file():
             raise FileNotFoundError(
                 f"{folder} has no config.json; is it a Hugging Face model folder?"
             )
-        args = args_from_hf_config(json.loads((folder / "config.json").read_text()))
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"{config_file} is not valid JSON ({exc}). Export the model again, or restore "
+                "the file from a copy."
+            ) from exc
+        args = args_from_hf_config(config)
         files = sorted(folder.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(
@@ -264,7 +308,13 @@ def load_hf(source: str | os.PathLike | tuple[Mapping[str, torch.Tensor], Any]) 
             )
         state_dict = {}
         for file in files:
-            state_dict.update(load_file(file))
+            try:
+                state_dict.update(load_file(file))
+            except Exception as exc:  # safetensors raises its own error type for bad files
+                raise ValueError(
+                    f"{file} is truncated or not a safetensors file ({type(exc).__name__}: "
+                    f"{exc}). Export or download the model again."
+                ) from exc
     return _build(args, hf_to_meta(state_dict, args))
 
 

@@ -14,7 +14,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,9 +31,25 @@ from safetensors.torch import load_file, save_file
 from .data import TinyTales, load_corpus, train_val_split
 from .device import get_device
 from .model import Llama, ModelArgs
+from .runfiles import (
+    LEGACY_RUN_FORMAT,
+    RUN_FORMAT,
+    RunFolderError,
+    atomic_write_text,
+    foreign_entries,
+    fsync_dir,
+    fsync_tree,
+    install_folder,
+    make_staging_dir,
+)
 from .tokenizer import SentencePieceTokenizer, train_sentencepiece
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = LEGACY_RUN_FORMAT  # runs written before the marker; new runs carry RUN_FORMAT
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+MODEL_FILES = ("model.safetensors", "state.json")  # enough to load the weights (load_run)
+RUN_FILES = ("config.json", "tokenizer.model", "tokenizer.vocab")
+RUN_SUBFOLDERS = {"checkpoint": CHECKPOINT_FILES, ".checkpoint.old": CHECKPOINT_FILES}
+RUN_LEFTOVERS = (".checkpoint.", ".tokenizer.training-")  # staging folders a crash can leave
 
 
 @dataclass
@@ -67,6 +85,11 @@ class TrainConfig:
             raise ValueError("batch_size, grad_accum, max_steps must be >= 1 and seq_len >= 2.")
         if not 0 <= self.min_lr <= self.max_lr:
             raise ValueError(f"need 0 <= min_lr <= max_lr, got {self.min_lr} and {self.max_lr}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(
+                f"max_minutes must be a positive number of minutes, got {self.max_minutes}. "
+                "Give a value above 0, or None for no time limit."
+            )
 
     def model_args(self) -> ModelArgs:
         """The model this run trains: the preset, with the run's vocabulary and overrides."""
@@ -200,6 +223,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupted, or belongs to another configuration."""
 
 
+def _complete(folder: Path, files: tuple[str, ...]) -> bool:
+    return all((folder / name).is_file() for name in files)
+
+
+def latest_checkpoint(out_dir: Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> Path | None:
+    """The newest complete checkpoint folder of a run: checkpoint/, else .checkpoint.old/."""
+    # save_checkpoint renames checkpoint/ to .checkpoint.old/ and only then the new one into
+    # place, so a complete checkpoint/ is always the newer of the two.
+    for name in ("checkpoint", ".checkpoint.old"):
+        if _complete(Path(out_dir) / name, files):
+            return Path(out_dir) / name
+    return None
+
+
 def save_checkpoint(
     out_dir: Path,
     model: Llama,
@@ -209,7 +246,8 @@ def save_checkpoint(
 ) -> Path:
     """Write weights, optimiser state and training state; replace the old checkpoint atomically."""
     target = out_dir / "checkpoint"
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".checkpoint."))
+    old = out_dir / ".checkpoint.old"
+    staging = make_staging_dir(out_dir, "checkpoint")
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if model.args.tie_embeddings:
@@ -224,12 +262,15 @@ def save_checkpoint(
         (staging / "state.json").write_text(
             json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1) + "\n"
         )
-        old = out_dir / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
+        fsync_tree(staging)  # on disk before any rename: a crash cannot leave a hollow checkpoint
+        if _complete(target, CHECKPOINT_FILES):
+            shutil.rmtree(old, ignore_errors=True)  # checkpoint/ is complete: the older is spare
             os.replace(target, old)
+        elif target.exists():
+            shutil.rmtree(target)  # an incomplete checkpoint/ cannot be loaded; .old stays
         os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(out_dir)
+        shutil.rmtree(old, ignore_errors=True)  # only now that the new checkpoint is in place
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -242,10 +283,9 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint into model (and optimizer, generator); return the training state."""
-    folder = out_dir / "checkpoint"
-    if not folder.is_dir() and (out_dir / ".checkpoint.old").is_dir():
-        folder = out_dir / ".checkpoint.old"  # a crash between the two renames
+    """Load the newest complete checkpoint into model (and optimizer, generator); return state."""
+    needed = CHECKPOINT_FILES if optimizer or generator else MODEL_FILES
+    folder = latest_checkpoint(out_dir, needed) or out_dir / "checkpoint"
     try:
         weights = load_file(folder / "model.safetensors")
         state = json.loads((folder / "state.json").read_text())
@@ -275,26 +315,128 @@ def load_checkpoint(
     return state
 
 
-def _check_same_run(out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
-    config_file = out_dir / "config.json"
-    if not config_file.exists():
-        if out_dir.exists() and any(p for p in out_dir.iterdir() if not p.name.startswith(".")):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{out_dir} is not empty and holds no training run. Choose a new folder, or "
-                    "pass overwrite=True (--overwrite) to replace its contents."
-                )
-        return
-    saved = json.loads(config_file.read_text())
-    if overwrite:
-        for child in out_dir.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        return
-    if not resume:
-        raise FileExistsError(
-            f"{out_dir} already holds a training run. Pass resume=True (--resume) to continue it, "
-            "overwrite=True (--overwrite) to replace it, or choose another folder."
+# --- run folders ---------------------------------------------------------------------------
+
+
+def read_run_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a run folder, checked: valid JSON, a run's keys, known fields only."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; is it a run folder made by train()?")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(
+            f"{config_file} is not valid JSON ({exc}), so it is not a run made by train(). "
+            "Restore it from a copy, or train the run again into a new folder."
+        ) from exc
+    if not isinstance(config, dict):
+        raise RunFolderError(
+            f"{config_file} holds a JSON {type(config).__name__}, but a run's config.json is an "
+            "object with 'format', 'model' and 'train'. Point to a folder made by train()."
         )
+    fmt = config.get("format")
+    if fmt not in (RUN_FORMAT, LEGACY_RUN_FORMAT, None):
+        raise RunFolderError(
+            f"{config_file} has format {fmt!r}; this llama_edu reads {RUN_FORMAT!r} (and the older "
+            f"{LEGACY_RUN_FORMAT}). It may come from a newer llama_edu: update, or use another run."
+        )
+    problems = [f"unknown key {k!r}" for k in sorted(set(config) - {"format", "model", "train"})]
+    if not isinstance(config.get("model"), dict):
+        problems.append("no 'model' object")
+    else:
+        known = {f.name for f in dataclasses.fields(ModelArgs)}
+        problems += [f"unknown key 'model.{k}'" for k in sorted(set(config["model"]) - known)]
+    if "train" in config:
+        if not isinstance(config["train"], dict):
+            problems.append("'train' is not an object")
+        else:
+            known = {f.name for f in dataclasses.fields(TrainConfig)}
+            problems += [f"unknown key 'train.{k}'" for k in sorted(set(config["train"]) - known)]
+    if problems:
+        raise RunFolderError(
+            f"{config_file} is not a llama_edu run config: {'; '.join(problems)}. A run's "
+            "config.json holds 'format', 'model' (ModelArgs fields) and 'train' (TrainConfig "
+            "fields). Point to a folder made by train(), or restore the file from a copy."
+        )
+    return config
+
+
+def _inspect_run_dir(run_dir: Path) -> tuple[str, str]:
+    """('missing' | 'empty' | 'run' | 'foreign', why) for a folder that train() is to use."""
+    if not run_dir.exists():
+        return "missing", ""
+    if not run_dir.is_dir():
+        raise NotADirectoryError(
+            f"{run_dir} is a file, not a folder. Give a folder for the run (new, empty, or one "
+            "made by train())."
+        )
+    if not any(run_dir.iterdir()):
+        return "empty", ""
+    if not (run_dir / "config.json").is_file():
+        return "foreign", "it has no config.json"
+    try:
+        config = read_run_config(run_dir)
+    except RunFolderError as exc:
+        return "foreign", str(exc)
+    if config.get("format") is None or "train" not in config:
+        return "foreign", "its config.json carries no run format marker"
+    return "run", ""
+
+
+def _config_text(cfg: TrainConfig) -> str:
+    config = {"format": RUN_FORMAT, "model": cfg.model_args().to_dict(),
+              "train": _json(dataclasses.asdict(cfg))}
+    return json.dumps(config, indent=1) + "\n"
+
+
+def _new_run(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> Corpus:
+    """Prepare a new run in a staging folder; replace an old run only once that is ready."""
+    kind, why = _inspect_run_dir(run_dir)
+    if kind == "foreign":
+        raise FileExistsError(
+            f"{run_dir} is not empty and holds no training run ({why}). Nothing was changed. "
+            "Choose a new or empty folder: overwrite=True (--overwrite) replaces only run folders "
+            "made by train()."
+        )
+    if kind == "run":
+        if not overwrite:
+            raise FileExistsError(
+                f"{run_dir} already holds a training run. Pass resume=True (--resume) to continue "
+                "it, overwrite=True (--overwrite) to replace it, or choose another folder."
+            )
+        extra = foreign_entries(run_dir, RUN_FILES, RUN_LEFTOVERS, RUN_SUBFOLDERS)
+        if extra:
+            raise FileExistsError(
+                f"{run_dir} holds a training run and also {', '.join(extra)}, which train() did "
+                "not write. Nothing was changed. Move those away, or choose another folder."
+            )
+    staging = make_staging_dir(run_dir.parent, run_dir.name)
+    try:
+        corpus = prepare_corpus(cfg, staging)  # a bad corpus fails here, before the old run
+        atomic_write_text(staging / "config.json", _config_text(cfg))
+        install_folder(staging, run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    corpus.tokenizer = SentencePieceTokenizer(run_dir / "tokenizer.model")
+    return corpus
+
+
+def _check_resumable(run_dir: Path, cfg: TrainConfig) -> Path:
+    """Check that run_dir holds this run with a checkpoint; return the checkpoint to resume."""
+    kind, why = _inspect_run_dir(run_dir)
+    if kind in ("missing", "empty"):
+        raise FileNotFoundError(
+            f"{run_dir} holds no training run to resume. To start a new run there, leave out "
+            "resume=True (--resume)."
+        )
+    if kind == "foreign":
+        raise RunFolderError(
+            f"cannot resume: {run_dir} is not a training run made by train() ({why}). "
+            "Nothing was changed. Give the folder of a run, or start a new run in a new folder."
+        )
+    saved = read_run_config(run_dir)
     mine = _json({"model": cfg.model_args().to_dict(), "train": dataclasses.asdict(cfg)})
     differing = [
         f"{part}.{key}: saved {saved[part].get(key)!r}, now {value!r}"
@@ -308,10 +450,103 @@ def _check_same_run(out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bo
             + "; ".join(differing)
             + ". Use the saved configuration, or start a new run."
         )
+    found = latest_checkpoint(run_dir)
+    if found is None and (run_dir / "checkpoint").exists():
+        found = run_dir / "checkpoint"  # incomplete: load_checkpoint names what is missing
+    if found is None:
+        raise CheckpointError(
+            f"{run_dir} holds a training run but no checkpoint to resume from (it stopped before "
+            "its first save). Start it again with overwrite=True (--overwrite), or train into a "
+            "new folder."
+        )
+    if not (run_dir / "tokenizer.model").is_file():
+        raise CheckpointError(
+            f"{run_dir / 'tokenizer.model'} is missing, and the checkpoint only fits that "
+            "tokenizer. Restore it from a copy, or start a new run."
+        )
+    return found
 
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value))
+
+
+# --- interrupts ----------------------------------------------------------------------------
+
+
+class _DeferInterrupt:
+    """Hold back Ctrl-C (SIGINT) until the block ends; a second Ctrl-C is delivered at once.
+
+    Installed only in the main thread and only over a Python-level handler; the previous
+    handler is put back on exit and, if a Ctrl-C came in, called then (between steps).
+    """
+
+    def __enter__(self) -> _DeferInterrupt:
+        self.pending = False
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self.previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pending:  # the second Ctrl-C: stop now; train() undoes the step in flight
+            self.previous(signum, frame)
+        self.pending = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            if self.pending and exc_info[0] is None:
+                self.previous(signal.SIGINT, None)  # normally raises KeyboardInterrupt
+
+
+class _StepUndo:
+    """Copies of the weights and the optimiser state from just before an optimiser step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.weights: list[torch.Tensor] = []
+        self.state: dict[torch.Tensor, dict[str, Any]] = {}
+
+    def save(self) -> None:
+        """Copy the weights and the optimiser state (into buffers kept between steps)."""
+        with torch.no_grad():
+            if not self.weights:
+                self.weights = [torch.empty_like(p) for p in self.params]
+            for copy, p in zip(self.weights, self.params, strict=True):
+                copy.copy_(p)
+            state = {}
+            for p in self.params:
+                if p not in self.optimizer.state:
+                    continue
+                kept = self.state.get(p, {})
+                state[p] = {}
+                for key, value in self.optimizer.state[p].items():
+                    if not isinstance(value, torch.Tensor):
+                        state[p][key] = value
+                    elif key in kept and kept[key].shape == value.shape:
+                        state[p][key] = kept[key].copy_(value)
+                    else:
+                        state[p][key] = value.clone()
+            self.state = state
+
+    def restore(self) -> None:
+        """Put back what save() copied, exactly."""
+        with torch.no_grad():
+            for copy, p in zip(self.weights, self.params, strict=True):
+                p.copy_(copy)
+            for p in self.params:
+                if p in self.state:
+                    self.optimizer.state[p] = {
+                        k: v.clone() if isinstance(v, torch.Tensor) else v
+                        for k, v in self.state[p].items()
+                    }
+                else:
+                    self.optimizer.state.pop(p, None)
 
 
 # --- training ------------------------------------------------------------------------------
@@ -369,7 +604,19 @@ def train(
     callback: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a Llama on cfg.corpus, checkpointing into out_dir; Ctrl-C saves and stops cleanly."""
+    """Train a Llama on cfg.corpus, checkpointing into out_dir; Ctrl-C saves and stops cleanly.
+
+    A new run is prepared in a staging folder next to out_dir (corpus read, tokenizer trained,
+    config written) before anything in out_dir is touched; overwrite=True replaces only a run
+    folder made by train() that holds nothing else. resume=True continues from the newest
+    complete checkpoint. Ctrl-C is honoured between optimiser steps only (a second Ctrl-C
+    stops at once and the step in flight is undone), so a resumed run equals an uninterrupted one.
+    """
+    if resume and overwrite:
+        raise ValueError(
+            "resume=True and overwrite=True contradict each other: pass resume (--resume) to "
+            "continue the run in the folder, or overwrite (--overwrite) to start it anew."
+        )
     rank, world = _distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {world} processes.")
@@ -379,12 +626,18 @@ def train(
     run_dir = (
         Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="llama_edu_run_"))
     )
+    corpus: Corpus | None = None
     if rank == 0:
-        _check_same_run(run_dir, cfg, resume, overwrite)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if world > 1:
-        dist.barrier()
-    corpus = prepare_corpus(cfg, run_dir) if rank == 0 else None
+        if resume:
+            found = _check_resumable(run_dir, cfg)
+            if found.name != "checkpoint":
+                print(
+                    f"resuming from {found}: the newest complete checkpoint (the last save "
+                    "stopped between its two renames)."
+                )
+            corpus = prepare_corpus(cfg, run_dir)
+        else:
+            corpus = _new_run(run_dir, cfg, overwrite)
     if world > 1:
         dist.barrier()
         corpus = corpus or prepare_corpus(cfg, run_dir)
@@ -396,21 +649,9 @@ def train(
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "history": []}
-    if resume and (run_dir / "checkpoint").exists():
+    if resume:
         state = load_checkpoint(run_dir, model, optimizer, generator)
         state.pop("param_groups", None)
-    elif rank == 0:
-        (run_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    "format": FORMAT_VERSION,
-                    "model": args.to_dict(),
-                    "train": _json(dataclasses.asdict(cfg)),
-                },
-                indent=1,
-            )
-            + "\n"
-        )
     model.train()
     ddp_model: torch.nn.Module = model
     if world > 1:
@@ -428,7 +669,10 @@ def train(
     step, stopped = state["step"], "finished"
     start = time.perf_counter()
     last_good = dict(state)
+    undo = _StepUndo(optimizer)
+    updating = False  # True from just before optimizer.step() until the step is counted
     step_started, data_state = step, generator.get_state()
+    tokens_before, history_before = state["tokens"], len(state["history"])
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -441,71 +685,85 @@ def train(
 
     try:
         while step < cfg.max_steps:
-            step_started, data_state = step, generator.get_state()
-            lr = lr_at(step, cfg.warmup_steps, cfg.max_steps, cfg.max_lr, cfg.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(cfg.grad_accum):
-                x, y = random_windows(corpus.train, cfg.batch_size, cfg.seq_len, generator)
-                x = x[rank * per_rank : (rank + 1) * per_rank].to(device)  # this process's rows
-                y = y[rank * per_rank : (rank + 1) * per_rank].to(device)
-                sync = micro == cfg.grad_accum - 1 or world == 1
-                with autocast, contextlib.nullcontext() if sync else ddp_model.no_sync():
-                    logits = ddp_model(x)
-                    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += loss.detach() / cfg.grad_accum
-            if world > 1:
-                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-            train_loss = loss_sum.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-                stopped = "non-finite loss"
+            with _DeferInterrupt():  # Ctrl-C waits for the end of the step
+                step_started, data_state = step, generator.get_state()
+                tokens_before, history_before = state["tokens"], len(state["history"])
+                lr = lr_at(step, cfg.warmup_steps, cfg.max_steps, cfg.max_lr, cfg.min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                loss_sum = torch.zeros((), device=device)
+                for micro in range(cfg.grad_accum):
+                    x, y = random_windows(corpus.train, cfg.batch_size, cfg.seq_len, generator)
+                    x = x[rank * per_rank : (rank + 1) * per_rank].to(device)  # this rank's rows
+                    y = y[rank * per_rank : (rank + 1) * per_rank].to(device)
+                    sync = micro == cfg.grad_accum - 1 or world == 1
+                    with autocast, contextlib.nullcontext() if sync else ddp_model.no_sync():
+                        logits = ddp_model(x)
+                        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                        (loss / cfg.grad_accum).backward()
+                    loss_sum += loss.detach() / cfg.grad_accum
+                if world > 1:
+                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+                train_loss = loss_sum.item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+                if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                    stopped = "non-finite loss"
+                    optimizer.zero_grad(set_to_none=True)
+                    if rank == 0:
+                        print(
+                            f"training stopped at step {step}: the loss is {train_loss} and the "
+                            f"gradient norm {grad_norm}. The last good checkpoint is kept; try a "
+                            "smaller max_lr."
+                        )
+                    break
+                undo.save()
+                updating = True
+                optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if rank == 0:
-                    print(
-                        f"training stopped at step {step}: the loss is {train_loss} and the "
-                        f"gradient norm {grad_norm}. The last good checkpoint is kept; try a "
-                        "smaller max_lr."
-                    )
-                break
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            state["tokens"] += cfg.batch_size * cfg.grad_accum * cfg.seq_len
-            tokens_per_s = (
-                cfg.batch_size * cfg.grad_accum * cfg.seq_len / (time.perf_counter() - t0)
-            )
-            record = {
-                "step": step,
-                "lr": lr,
-                "train_loss": train_loss,
-                "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s,
-            }
-            state["history"].append(record)
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                if rank == 0:
+                tokens_per_s = (
+                    cfg.batch_size * cfg.grad_accum * cfg.seq_len / (time.perf_counter() - t0)
+                )
+                record = {
+                    "step": step + 1,
+                    "lr": lr,
+                    "train_loss": train_loss,
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": tokens_per_s,
+                }
+                evaluated = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps
+                if evaluated and rank == 0:
                     record.update(evaluate(model, corpus, cfg, device))
-                if callback is not None and rank == 0:
+                # the step counts from here on: an interrupt after this line keeps it
+                state["tokens"] += cfg.batch_size * cfg.grad_accum * cfg.seq_len
+                state["history"].append(record)
+                step += 1
+                updating = False
+                if evaluated and callback is not None and rank == 0:
                     callback(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-            if step % cfg.checkpoint_every == 0:
-                state["step"] = step
-                checkpoint()
-                last_good = dict(state)
-            if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
-                stopped = "time limit"
-                break
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                if step % cfg.checkpoint_every == 0:
+                    state["step"] = step
+                    checkpoint()
+                    last_good = dict(state)
+                if (
+                    cfg.max_minutes is not None
+                    and time.perf_counter() - start > 60 * cfg.max_minutes
+                ):
+                    stopped = "time limit"
+                    break
     except KeyboardInterrupt:
         stopped = "interrupted"
-        if step == step_started:  # stopped inside a step: undo its batch so resuming repeats it
+        if step == step_started:  # stopped inside a step: undo all of it, resuming repeats it
+            if updating:
+                undo.restore()
             generator.set_state(data_state)
             optimizer.zero_grad(set_to_none=True)
+            state["tokens"] = tokens_before
+            del state["history"][history_before:]
+            model.train()
         if rank == 0:
             print(f"interrupted at step {step}; saving a checkpoint so you can resume.")
     finally:
@@ -525,12 +783,21 @@ def train(
 def load_run(out_dir: str | os.PathLike) -> tuple[Llama, SentencePieceTokenizer]:
     """The trained model and tokenizer of a run folder (or of the shipped checkpoint)."""
     folder = Path(out_dir)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{folder} has no config.json; is it a run folder made by train()?")
-    config = json.loads(config_file.read_text())
-    model = Llama(ModelArgs(**config["model"]))
+    config = read_run_config(folder)
+    try:
+        args = ModelArgs(**config["model"])
+    except (TypeError, ValueError) as exc:
+        raise RunFolderError(
+            f"{folder / 'config.json'} describes no valid model ({exc}). Restore the file from a "
+            "copy, or train the run again."
+        ) from exc
+    model = Llama(args)
     load_checkpoint(folder, model)
+    if not (folder / "tokenizer.model").is_file():
+        raise FileNotFoundError(
+            f"{folder / 'tokenizer.model'} is missing; the run's model only fits its own "
+            "tokenizer. Restore it from a copy, or train the run again."
+        )
     return model.eval(), SentencePieceTokenizer(folder / "tokenizer.model")
 
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from llama_edu import train as tr
 from llama_edu.model import Llama
+from llama_edu.runfiles import RunFolderError
 
 MICRO = dict(
     preset="tiny",
@@ -117,25 +127,178 @@ def test_training_lowers_the_loss_and_reports_bits_per_char(uninterrupted):
     assert not [p for p in out.iterdir() if p.name.startswith(".checkpoint")]
 
 
-def test_interrupt_then_resume_is_bit_identical(uninterrupted, tmp_path):
-    full, full_dir = uninterrupted
+@contextlib.contextmanager
+def counting_steps():
+    """Count the optimiser steps that complete (a real post-step hook on every optimiser)."""
+    done = [0]
 
-    def stop_at_six(record):
-        if record["step"] == 6:
+    def count(optimizer, args, kwargs):
+        done[0] += 1
+
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        yield done
+    finally:
+        handle.remove()
+
+
+def assert_same_as_uninterrupted(full, full_dir, resumed, out):
+    """History, weights, optimiser state, random state and token count all bit-identical."""
+    assert resumed.stopped == "finished" and resumed.step == full.step
+    strip = lambda h: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for name in ("model.safetensors", "optimizer.safetensors"):  # optimizer: + generator state
+        a = load_file(full_dir / "checkpoint" / name)
+        b = load_file(out / "checkpoint" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    sa = json.loads((full_dir / "checkpoint" / "state.json").read_text())
+    sb = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert (sa["step"], sa["tokens"]) == (sb["step"], sb["tokens"])
+
+
+def _raise_at(calls, when):
+    """A hook that raises KeyboardInterrupt on its `when`-th call (counted in calls)."""
+
+    def hook(*args):
+        calls[0] += 1
+        if calls[0] == when:
             raise KeyboardInterrupt
 
-    first = run(micro(), tmp_path, callback=stop_at_six)
-    assert first.stopped == "interrupted" and first.step == 6
-    resumed = run(micro(), tmp_path, resume=True)
-    assert resumed.step == 12
-    strip = lambda h: [(r["step"], r["train_loss"], r.get("val_loss")) for r in h]  # noqa: E731
-    assert strip(resumed.history) == strip(full.history)
-    a = load_file(full_dir / "checkpoint" / "model.safetensors")
-    b = load_file(tmp_path / "checkpoint" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    oa = load_file(full_dir / "checkpoint" / "optimizer.safetensors")
-    ob = load_file(tmp_path / "checkpoint" / "optimizer.safetensors")
-    assert all(torch.equal(oa[k], ob[k]) for k in oa)
+    return hook
+
+
+def _sigint_at(calls, when, times):
+    """A hook that sends this process `times` real SIGINTs (Ctrl-C) on its `when`-th call."""
+
+    def hook(*args):
+        calls[0] += 1
+        if calls[0] == when:
+            for _ in range(times):  # to the main thread, as the terminal's Ctrl-C arrives
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.01)  # Python runs the handler here, before the next signal
+
+    return hook
+
+
+@contextlib.contextmanager
+def interrupting(moment):
+    """Interrupt a run at one moment; yields extra keyword arguments for train()."""
+    calls = [0]
+    if moment == "between steps (callback after step 6)":
+
+        def stop_at_six(record):
+            if record["step"] == 6:
+                raise KeyboardInterrupt
+
+        yield {"callback": stop_at_six}
+        return
+    if moment == "optimizer step, before the update (step 4)":
+        handle = register_optimizer_step_pre_hook(_raise_at(calls, 4))
+    elif moment == "optimizer step, after the update (step 9)":
+        handle = register_optimizer_step_post_hook(_raise_at(calls, 9))
+    elif moment == "forward pass (step 8)":
+        hook = _raise_at(calls, 8)
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(
+            lambda module, args: hook() if isinstance(module, Llama) and module.training else None
+        )
+    elif moment == "evaluation forward pass (step 6)":
+        hook = _raise_at(calls, 1)
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(
+            lambda module, args: hook() if isinstance(module, Llama) and not module.training
+            else None
+        )
+    elif moment == "one real Ctrl-C inside the optimizer step (step 5)":
+        handle = register_optimizer_step_post_hook(_sigint_at(calls, 5, 1))
+    elif moment == "two real Ctrl-C inside the optimizer step (step 10)":
+        handle = register_optimizer_step_pre_hook(_sigint_at(calls, 10, 2))
+    else:
+        raise AssertionError(moment)
+    try:
+        yield {}
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(
+    "moment, stopped_at",
+    [
+        ("between steps (callback after step 6)", 6),
+        ("optimizer step, before the update (step 4)", 3),
+        ("optimizer step, after the update (step 9)", 8),  # the applied update is undone
+        ("forward pass (step 8)", 7),
+        ("evaluation forward pass (step 6)", 5),
+        ("one real Ctrl-C inside the optimizer step (step 5)", 5),  # step 5 finishes first
+        ("two real Ctrl-C inside the optimizer step (step 10)", 9),  # second: stop at once
+    ],
+)
+def test_interrupt_anywhere_then_resume_is_bit_identical(
+    uninterrupted, tmp_path, moment, stopped_at
+):
+    full, full_dir = uninterrupted
+    handler = signal.getsignal(signal.SIGINT)
+    with interrupting(moment) as extra:
+        first = run(micro(), tmp_path, **extra)
+    assert first.stopped == "interrupted" and first.step == stopped_at
+    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == stopped_at
+    with counting_steps() as done:
+        resumed = run(micro(), tmp_path, resume=True)
+    assert done[0] == full.step - stopped_at  # only the remaining steps (a restart does all 12)
+    assert_same_as_uninterrupted(full, full_dir, resumed, tmp_path)
+
+
+def test_resume_uses_checkpoint_old_when_a_save_died_between_its_renames(
+    uninterrupted, tmp_path, capsys
+):
+    full, full_dir = uninterrupted
+    with interrupting("between steps (callback after step 6)") as extra:
+        run(micro(), tmp_path, **extra)
+    os.replace(tmp_path / "checkpoint", tmp_path / ".checkpoint.old")  # the first rename only
+    capsys.readouterr()
+    with counting_steps() as done:
+        resumed = run(micro(), tmp_path, resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming from {tmp_path / '.checkpoint.old'}" in out
+    assert done[0] == 6
+    assert_same_as_uninterrupted(full, full_dir, resumed, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint", "config.json", "tokenizer.model", "tokenizer.vocab"]
+
+
+def test_a_failed_save_keeps_the_only_checkpoint(uninterrupted, tmp_path):
+    _, full_dir = uninterrupted
+    shutil.copytree(full_dir, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    os.replace(run_dir / "checkpoint", run_dir / ".checkpoint.old")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    model = Llama(micro().model_args())
+    with pytest.raises(TypeError):  # state.json cannot hold an object: the save fails midway
+        tr.save_checkpoint(run_dir, model, tr.make_optimizer(model, micro()),
+                           {"step": 1, "bad": object()}, torch.Generator())
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_without_a_run_or_a_checkpoint_says_how_to_start(uninterrupted, tmp_path):
+    _, full_dir = uninterrupted
+    with pytest.raises(FileNotFoundError, match="leave out resume=True"):
+        run(micro(), tmp_path / "new", resume=True)
+    assert not (tmp_path / "new").exists()
+    no_ckpt = tmp_path / "no_checkpoint"
+    no_ckpt.mkdir()
+    for name in ("config.json", "tokenizer.model"):
+        shutil.copy(full_dir / name, no_ckpt / name)
+    with pytest.raises(tr.CheckpointError, match="no checkpoint to resume from.*overwrite=True"):
+        run(micro(), no_ckpt, resume=True)
+    assert sorted(p.name for p in no_ckpt.iterdir()) == ["config.json", "tokenizer.model"]
+
+
+def test_resume_in_a_foreign_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"app": 1}')
+    (tmp_path / "precious.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match=f"{tmp_path}.*not a training run"):
+        run(micro(), tmp_path, resume=True)
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+    assert (tmp_path / "config.json").read_text() == '{"app": 1}'
 
 
 def test_load_run_gives_the_trained_model(uninterrupted):
