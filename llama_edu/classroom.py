@@ -203,9 +203,9 @@ def _candidate_expression(source: str, check: str) -> str | None:
 _HAND_IN = """\
 def __llama_edu_hand_in(expression, path):
     import cloudpickle
-    value = eval(expression, get_ipython().user_ns)
+    data = cloudpickle.dumps(eval(expression, get_ipython().user_ns))
     with open(path, "wb") as handle:
-        cloudpickle.dump(value, handle)
+        handle.write(data)
 try:
     __llama_edu_hand_in({expression!r}, {path!r})
 finally:
@@ -382,6 +382,8 @@ def grade_notebook(
                         target = handed_in / f"{name}.pkl"
                         target.unlink(missing_ok=True)
                         hand_in_errors[name] = _hand_in(client, expression, target)
+                        if hand_in_errors[name]:
+                            target.unlink(missing_ok=True)
                     ran_until = index
         except CellTimeoutError:
             grade.error = (

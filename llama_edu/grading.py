@@ -74,9 +74,9 @@ def _stand_in(original: Callable[..., Any], label: str) -> Callable[..., Any]:
     return refusing
 
 
-def _forbidden(check: str) -> list[tuple[object, str, Any]]:
-    """(owner, attribute, original) for every library function that exercise `check` replaces."""
-    found: list[tuple[object, str, Any]] = []
+def _forbidden(check: str) -> list[tuple[object, str, Any, str]]:
+    """(owner, attribute, original, label) for each library function exercise `check` replaces."""
+    found: list[tuple[object, str, Any, str]] = []
     originals = []
     for name, module in list(sys.modules.items()):
         if not name.startswith("llama_edu.") or name.startswith("llama_edu.checks"):
@@ -90,14 +90,15 @@ def _forbidden(check: str) -> list[tuple[object, str, Any]]:
         if owner is None and owner_module in sys.modules:  # a class such as torch.Tensor
             owner = getattr(sys.modules[owner_module], owner_attr, None)
         if owner is not None and hasattr(owner, attribute):
-            found.append((owner, attribute, getattr(owner, attribute)))
+            found.append((owner, attribute, getattr(owner, attribute), f"{owner_name}.{attribute}"))
     for original in originals:
         # The function and every re-export of it inside the library (from .norm import rms_norm).
         for name, module in list(sys.modules.items()):
             if name.startswith("llama_edu") and not name.startswith("llama_edu.checks"):
                 for attribute, value in list(vars(module).items()):
                     if value is original:
-                        found.append((module, attribute, original))
+                        label = f"{original.__module__}.{original.__qualname__}"
+                        found.append((module, attribute, original, label))
     return found
 
 
@@ -158,8 +159,7 @@ def judge(
 ) -> dict[str, str]:
     """Unpickle one candidate and run a check body on it; return its verdict as a dict."""
     replaced = _forbidden(check)
-    for owner, attribute, original in replaced:
-        label = f"{getattr(owner, '__name__', owner)}.{attribute}"
+    for owner, attribute, original, label in replaced:
         setattr(owner, attribute, _stand_in(original, label))
     try:
         try:
@@ -187,7 +187,7 @@ def judge(
             )  # fmt: skip
         return _verdict(check, PASSED, str(summary))
     finally:
-        for owner, attribute, original in reversed(replaced):
+        for owner, attribute, original, _ in reversed(replaced):
             setattr(owner, attribute, original)
 
 
