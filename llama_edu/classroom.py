@@ -245,7 +245,7 @@ def _run_checker(jobs: list[dict[str, str]], folder: Path, timeout: float) -> di
         tag, _, payload = line.partition("\t")
         if tag == secret:
             verdict = json.loads(payload)
-            verdicts[verdict["check"]] = verdict
+            verdicts.setdefault(verdict["check"], verdict)
     for job in jobs:
         if job["check"] not in verdicts:
             last = (stderr or "").strip().splitlines()[-1:] or ["no message"]

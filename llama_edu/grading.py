@@ -134,8 +134,8 @@ def _code_files(obj: Any) -> list[str]:
 
 def foreign(obj: Any, library_dirs: list[str]) -> str | None:
     """Why `obj` is not the learner's own function or class, or None when it is."""
-    if isinstance(obj, types.MethodType):
-        obj = obj.__func__
+    while isinstance(obj, (types.MethodType, functools.partial)):
+        obj = obj.__func__ if isinstance(obj, types.MethodType) else obj.func
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)[:60]
     module = getattr(obj, "__module__", None)
     if not isinstance(obj, (types.FunctionType, type)) or module != "__main__":

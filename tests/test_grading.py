@@ -127,7 +127,8 @@ checks.repeat_kv = lambda fn: print("\\u2713 checks.repeat_kv passed: a lambda s
 checks.repeat_kv(my_repeat_kv)"""
 LIBRARY_FUNCTION = """from llama_edu.norm import rms_norm as my_rms_norm
 checks.rms_norm(my_rms_norm)"""
-TORCH_FUNCTION = "checks.softmax(torch.softmax)"
+TORCH_FUNCTION = """import functools
+checks.softmax(functools.partial(torch.softmax, dim=-1))"""
 PATCHED_COMPARISON = """import llama_edu.checks._core as core
 core.close = lambda *args, **kwargs: True
 torch.allclose = lambda *args, **kwargs: True
@@ -194,7 +195,7 @@ def my_rms_norm(x, weight, eps=1e-5):
     norm = llama_edu.norm.RMSNorm(x.shape[-1], eps)  # its forward calls the library's rms_norm
     with torch.no_grad():
         norm.weight.copy_(weight)
-    return norm(x)
+    return norm(x).to(x.dtype)
 checks.rms_norm(my_rms_norm)"""
 TORCH_WRAPPER = """def my_softmax(x, dim=-1):
     return x.softmax(dim)
