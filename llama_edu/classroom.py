@@ -224,7 +224,12 @@ def _hand_in(client: object, expression: str, target: Path) -> str | None:
     return None
 
 
-_CHECKER = "from llama_edu.grading import run_checks; run_checks()"
+# sys.path loses '' (the working directory) first, so that files planted there cannot stand in for
+# llama_edu or torch.
+_CHECKER = (
+    "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "from llama_edu.grading import run_checks; run_checks()"
+)
 
 
 def _run_checker(jobs: list[dict[str, str]], folder: Path, timeout: float) -> dict[str, dict]:
