@@ -154,6 +154,36 @@ def foreign(obj: Any, library_dirs: list[str]) -> str | None:
     return None
 
 
+def _watched() -> list[tuple[str, Any]]:
+    """The namespaces a check relies on: torch's top level, Tensor, functional, all of llama_edu."""
+    import torch
+    import torch.nn.functional as F
+
+    owners: list[tuple[str, Any]] = [
+        ("torch", torch), ("torch.Tensor", torch.Tensor), ("torch.nn.functional", F)
+    ]  # fmt: skip
+    owners += [(n, m) for n, m in list(sys.modules.items()) if n.split(".")[0] == "llama_edu"]
+    return owners
+
+
+def _snapshot() -> list[tuple[str, Any, str, Any]]:
+    return [
+        (label, owner, name, value)
+        for label, owner in _watched()
+        for name, value in list(vars(owner).items())
+    ]
+
+
+def _undo_changes(snapshot: list[tuple[str, Any, str, Any]]) -> list[str]:
+    """Put back every watched attribute that no longer is what it was; return their names."""
+    changed = []
+    for label, owner, name, value in snapshot:
+        if vars(owner).get(name, _snapshot) is not value:
+            changed.append(f"{label}.{name}")
+            setattr(owner, name, value)
+    return changed
+
+
 def judge(
     check: str, path: str, body: Callable[[Any], str], failure: type, library_dirs: list[str]
 ) -> dict[str, str]:
@@ -161,6 +191,7 @@ def judge(
     replaced = _forbidden(check)
     for owner, attribute, original, label in replaced:
         setattr(owner, attribute, _stand_in(original, label))
+    snapshot = _snapshot()
     try:
         try:
             with open(path, "rb") as handle:
@@ -185,8 +216,16 @@ def judge(
                 check, FAILED,
                 f"checking your function raised {type(exc).__name__}: {str(exc)[:300]}",
             )  # fmt: skip
+        changed = _undo_changes(snapshot)
+        if changed:
+            return _verdict(
+                check, FAILED,
+                f"while it was checked, your function changed {', '.join(changed[:3])}, which the "
+                "check relies on. Compute the answer without changing torch or llama_edu.",
+            )  # fmt: skip
         return _verdict(check, PASSED, str(summary))
     finally:
+        _undo_changes(snapshot)
         for owner, attribute, original, _ in reversed(replaced):
             setattr(owner, attribute, original)
 

@@ -200,6 +200,10 @@ checks.rms_norm(my_rms_norm)"""
 TORCH_WRAPPER = """def my_softmax(x, dim=-1):
     return x.softmax(dim)
 checks.softmax(my_softmax)"""
+PATCH_WHEN_CALLED = """def my_swiglu(x, w1, w2, w3):
+    torch.allclose = lambda *args, **kwargs: True  # in the grader's process, when called
+    return torch.zeros_like(x)
+checks.swiglu(my_swiglu)"""
 OWN_ATTENTION = """import math
 def my_attention(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
@@ -217,7 +221,8 @@ checks.ffn_hidden_dim(my_ffn_hidden_dim)"""
 
 def test_wrappers_and_forged_verdicts_fail_and_own_code_passes(tmp_path):
     path = write(tmp_path / "wrappers.ipynb", SETUP, FORGED_VERDICT, LIBRARY_WRAPPER,
-                 LIBRARY_MODULE, TORCH_WRAPPER, OWN_ATTENTION, UNPICKLABLE)  # fmt: skip
+                 LIBRARY_MODULE, TORCH_WRAPPER, PATCH_WHEN_CALLED, OWN_ATTENTION,
+                 UNPICKLABLE)  # fmt: skip
     grade = classroom.grade_notebook(path, time_limit=240)
     assert grade.error is None
     found = by_check(grade)
@@ -226,7 +231,8 @@ def test_wrappers_and_forged_verdicts_fail_and_own_code_passes(tmp_path):
         "layer_norm": FAILED,
         "rms_norm": FAILED,
         "softmax": FAILED,
-        "attention": PASSED,
+        "swiglu": FAILED,
+        "attention": PASSED,  # checked after swiglu: torch.allclose was put back
         "ffn_hidden_dim": FAILED,
     }
     assert "forged" not in found["repeat_kv"].message
@@ -234,6 +240,7 @@ def test_wrappers_and_forged_verdicts_fail_and_own_code_passes(tmp_path):
     assert "library's llama_edu.norm.rms_norm" in found["rms_norm"].message
     assert "library's torch.Tensor.softmax" in found["softmax"].message
     assert "could not be copied to the grader" in found["ffn_hidden_dim"].message
+    assert "changed torch.allclose" in found["swiglu"].message
 
 
 # --- the exercise list by chapter (renamed submissions, a wheel without notebooks/) ---------
