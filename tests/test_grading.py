@@ -276,3 +276,11 @@ def test_renamed_or_wheel_submissions_get_the_chapters_exercises(tmp_path, monke
     wheel = write(tmp_path / "05_attention.ipynb", SETUP, CORRECT_MASK)
     grade = classroom.grade_notebook(wheel, time_limit=120)
     assert [(e.check, e.status) for e in grade.exercises] == expected
+
+
+def test_the_handed_in_function_is_found_in_cells_with_ipython_syntax():
+    cell = "%time y = 1\n!echo hi\nprint('checks.softmax(x)')\nchecks.softmax(fn=my_softmax)"
+    assert classroom._candidate_expression(cell, "softmax") == "my_softmax"
+    found = classroom._candidate_expression("checks.merge(ns['my_merge'])", "merge")
+    assert found == "ns['my_merge']"
+    assert classroom._candidate_expression("checks.merge()", "merge") is None
