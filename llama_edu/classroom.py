@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import json
 import os
 import re
+import secrets
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -162,22 +167,154 @@ def exercise_checks(nb: nbformat.NotebookNode) -> list[str]:
     return names
 
 
-def _outcome(cell: nbformat.NotebookNode, check: str) -> ExerciseGrade:
-    """Read an executed exercise cell's outputs: the check's success line, stub line, or error."""
-    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-    for line in text.splitlines():
-        if line.startswith(f"\u2713 checks.{check} passed"):
-            return ExerciseGrade(check, PASSED, line.split(": ", 1)[-1])
-        if line.startswith(f"\u2026 checks.{check}: not implemented yet"):
-            return ExerciseGrade(check, NOT_ATTEMPTED, "still raises NotImplementedError")
+def _candidate_expression(source: str, check: str) -> str | None:
+    """The source of the first argument of the first `checks.<check>(...)` call in a cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython syntax (%magic, !shell): translate it to Python first
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            tree = ast.parse(TransformerManager().transform_cell(source))
+        except Exception:
+            return None
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == check
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "checks"
+    ]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    if not calls:
+        return None
+    call = calls[0]
+    if call.args and not isinstance(call.args[0], ast.Starred):
+        return ast.unparse(call.args[0])
+    if len(call.keywords) == 1 and call.keywords[0].arg is not None:
+        return ast.unparse(call.keywords[0].value)
+    return None
+
+
+# Runs in the kernel right after an exercise cell: writes the handed-in object to the grader's
+# folder. It proves nothing by itself; the checking process decides what the object is worth.
+_HAND_IN = """\
+def __llama_edu_hand_in(expression, path):
+    import cloudpickle
+    data = cloudpickle.dumps(eval(expression, get_ipython().user_ns))
+    with open(path, "wb") as handle:
+        handle.write(data)
+try:
+    __llama_edu_hand_in({expression!r}, {path!r})
+finally:
+    del __llama_edu_hand_in
+"""
+
+
+def _hand_in(client: object, expression: str, target: Path) -> str | None:
+    """Have the kernel pickle `expression` to `target`; return the error it raised, if any."""
+    code = _HAND_IN.format(expression=expression, path=str(target))
+    msg_id = client.kc.execute(code, silent=True, store_history=False)  # type: ignore[attr-defined]
+    reply = client.wait_for_reply(msg_id)  # type: ignore[attr-defined]
+    content = (reply or {}).get("content", {})
+    if content.get("status") == "error":
+        return f"{content.get('ename')}: {content.get('evalue')}"
+    return None
+
+
+# sys.path loses '' (the working directory) first, so that files planted there cannot stand in for
+# llama_edu or torch.
+_CHECKER = (
+    "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "from llama_edu.grading import run_checks; run_checks()"
+)
+
+
+def _run_checker(jobs: list[dict[str, str]], folder: Path, timeout: float) -> dict[str, dict]:
+    """Run the reference checks in a fresh process; return the verdicts that carry the secret."""
+    secret = secrets.token_hex(16)
+    stdin = f"{secret}\n{json.dumps(jobs)}\n"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECKER],
+            input=stdin, capture_output=True, text=True, timeout=timeout, cwd=folder,
+        )  # fmt: skip
+        stdout, stderr = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as expired:
+        stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else expired.stdout
+        stderr = f"the checks did not finish within {timeout:g} s"
+    verdicts: dict[str, dict] = {}
+    for line in (stdout or "").splitlines():
+        tag, _, payload = line.partition("\t")
+        if tag == secret:
+            verdict = json.loads(payload)
+            verdicts.setdefault(verdict["check"], verdict)
+    for job in jobs:
+        if job["check"] not in verdicts:
+            last = (stderr or "").strip().splitlines()[-1:] or ["no message"]
+            verdicts[job["check"]] = {
+                "status": FAILED,
+                "message": "the grader's checking process stopped while checking this function "
+                f"(an endless loop, or exit()?): {last[0][:200]}",
+            }
+    return verdicts
+
+
+def _explain(cell: nbformat.NotebookNode, check: str, hand_in_error: str | None) -> ExerciseGrade:
+    """Why no function reached the grader: the cell's own error, or the hand-in's error."""
     for out in cell.outputs:
-        if out.output_type == "error":
-            if out.ename == "CheckFailed":
-                return ExerciseGrade(check, FAILED, out.evalue.removeprefix(f"checks.{check}: "))
+        if out.output_type == "error" and out.ename not in ("CheckFailed", "AssertionError"):
             return ExerciseGrade(
                 check, FAILED, f"the cell raised {out.ename}: {out.evalue} (before the check ran)"
             )
-    return ExerciseGrade(check, NOT_ATTEMPTED, f"the cell does not call checks.{check}")
+    if hand_in_error and "ickl" in hand_in_error:  # PicklingError, "cannot pickle ..."
+        return ExerciseGrade(
+            check, FAILED,
+            f"your function could not be copied to the grader ({hand_in_error[:200]}). Define "
+            "it with `def` at the top level of the cell, using only plain values and modules.",
+        )  # fmt: skip
+    return ExerciseGrade(
+        check, FAILED,
+        f"the grader could not find the function handed to checks.{check} after the cell ran "
+        f"({hand_in_error or 'no argument'}). Call checks.{check}(your_function) in the "
+        "exercise cell.",
+    )  # fmt: skip
+
+
+def chapter_number(name: str) -> str | None:
+    """The first two-digit number in a file name ('05' for alice-05.ipynb), or None."""
+    found = re.search(r"(?<!\d)(\d\d)(?!\d)", Path(name).name)
+    return found.group(1) if found else None
+
+
+EXERCISE_LIST = Path(__file__).resolve().parent / "assets" / "exercises.json"
+
+
+def exercise_list(notebook_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """Chapter number -> the checks of its exercises, read from the `NN_*.ipynb` in a folder."""
+    chapters: dict[str, list[str]] = {}
+    for path in sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb")):
+        chapters[path.name[:2]] = exercise_checks(nbformat.read(path, as_version=4))
+    return chapters
+
+
+def shipped_exercise_list() -> dict[str, list[str]]:
+    """The chapter -> exercises list shipped with the package (assets/exercises.json)."""
+    return json.loads(EXERCISE_LIST.read_text(encoding="utf-8"))
+
+
+def expected_exercises(path: Path, nb: nbformat.NotebookNode) -> list[str]:
+    """The exercises a submission should contain: instructor notebook, chapter list, or its own."""
+    instructor = default_notebook_dir() / path.name
+    if instructor.is_file() and instructor.resolve() != path.resolve():
+        return exercise_checks(nbformat.read(instructor, as_version=4))
+    chapter = chapter_number(path.name)
+    shipped = shipped_exercise_list() if EXERCISE_LIST.is_file() else {}
+    if chapter in shipped:
+        return list(shipped[chapter])
+    return list(dict.fromkeys(_CHECK_CALL.findall(_all_code(nb))))
 
 
 def grade_notebook(
@@ -188,11 +325,14 @@ def grade_notebook(
 ) -> NotebookGrade:
     """Run a submitted notebook in a fresh kernel (its folder as working directory) and grade it.
 
-    `expected` lists the exercises' checks; by default they are read from the instructor
-    notebook of the same name, or else from the submission's own check calls. The first cell
-    that calls `checks.X` is exercise X (later calls are demonstrations). Cells run one after
-    another with errors allowed, all within `time_limit` seconds. This runs the student's code:
-    grade in a sandbox or a throwaway environment.
+    `expected` lists the exercises' checks; by default they come from the instructor notebook of
+    the same name, else from the shipped list for the chapter number in the file name, else from
+    the submission's own check calls. The first cell that calls `checks.X` is exercise X (later
+    calls are demonstrations). Cells run one after another with errors allowed, all within
+    `time_limit` seconds. After exercise X's cell the kernel hands the object passed to
+    `checks.X` to the grader, and a separate Python process runs the reference check on it: the
+    kernel's printed output never awards a pass. This runs the student's code: grade in a
+    sandbox or a throwaway environment.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -206,16 +346,17 @@ def grade_notebook(
         grade.error = f"not a valid notebook ({type(exc).__name__}: {str(exc)[:200]})"
         return grade
     if expected is None:
-        instructor = default_notebook_dir() / path.name
-        if instructor.is_file() and instructor.resolve() != path.resolve():
-            expected = exercise_checks(nbformat.read(instructor, as_version=4))
-        else:
-            expected = list(dict.fromkeys(_CHECK_CALL.findall(_all_code(nb))))
+        expected = expected_exercises(path, nb)
     first_cell: dict[str, int] = {}
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
+            cell.outputs = []  # stored outputs are never evidence: everything is run again
             for name in _CHECK_CALL.findall(cell.source):
                 first_cell.setdefault(name, index)
+    at_cell: dict[int, list[str]] = {}
+    for name in expected:
+        if name in first_cell:
+            at_cell.setdefault(first_cell[name], []).append(name)
     client = NotebookClient(
         nb,
         timeout=int(time_limit),
@@ -225,29 +366,49 @@ def grade_notebook(
     )
     start = time.monotonic()
     ran_until = -1
-    try:
-        with client.setup_kernel():
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                remaining = time_limit - (time.monotonic() - start)
-                if remaining <= 0:
-                    raise CellTimeoutError(f"time limit of {time_limit:g} s reached")
-                client.timeout = max(1, int(remaining))
-                client.execute_cell(cell, index)
-                ran_until = index
-    except CellTimeoutError:
-        grade.error = (
-            f"stopped after the time limit of {time_limit:g} s (in cell {ran_until + 1}); "
-            "is there an endless loop? Exercises after that point count as not attempted."
-        )
-    except DeadKernelError:
-        grade.error = (
-            f"the kernel died while running cell {ran_until + 1} (out of memory, or os._exit?); "
-            "exercises after that point count as not attempted."
-        )
-    except Exception as exc:  # a kernel that cannot start, for example
-        grade.error = f"could not run the notebook ({type(exc).__name__}: {exc})"
+    hand_in_errors: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="llama-edu-grade-") as folder:
+        handed_in = Path(folder)
+        try:
+            with client.setup_kernel():
+                for index, cell in enumerate(nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    remaining = time_limit - (time.monotonic() - start)
+                    if remaining <= 0:
+                        raise CellTimeoutError(f"time limit of {time_limit:g} s reached")
+                    client.timeout = max(1, int(remaining))
+                    client.execute_cell(cell, index)
+                    for name in at_cell.get(index, []):
+                        expression = _candidate_expression(cell.source, name)
+                        if expression is None:
+                            hand_in_errors[name] = f"no argument found in checks.{name}(...)"
+                            continue
+                        target = handed_in / f"{name}.pkl"
+                        target.unlink(missing_ok=True)
+                        hand_in_errors[name] = _hand_in(client, expression, target)
+                        if hand_in_errors[name]:
+                            target.unlink(missing_ok=True)
+                    ran_until = index
+        except CellTimeoutError:
+            grade.error = (
+                f"stopped after the time limit of {time_limit:g} s (in cell {ran_until + 1}); "
+                "is there an endless loop? Exercises after that point count as not attempted."
+            )
+        except DeadKernelError:
+            grade.error = (
+                f"the kernel died while running cell {ran_until + 1} (out of memory, or "
+                "os._exit?); exercises after that point count as not attempted."
+            )
+        except Exception as exc:  # a kernel that cannot start, for example
+            grade.error = f"could not run the notebook ({type(exc).__name__}: {exc})"
+        jobs = [
+            {"check": name, "path": str(handed_in / f"{name}.pkl")}
+            for name in expected
+            if (handed_in / f"{name}.pkl").is_file() and first_cell.get(name, -1) <= ran_until
+        ]
+        remaining = time_limit - (time.monotonic() - start)
+        verdicts = _run_checker(jobs, handed_in, max(60.0, remaining)) if jobs else {}
     grade.seconds = time.monotonic() - start
     for name in expected:
         index = first_cell.get(name)
@@ -259,8 +420,12 @@ def grade_notebook(
             grade.exercises.append(
                 ExerciseGrade(name, NOT_ATTEMPTED, "the notebook stopped before this exercise")
             )
+        elif name in verdicts:
+            grade.exercises.append(
+                ExerciseGrade(name, verdicts[name]["status"], verdicts[name]["message"])
+            )
         else:
-            grade.exercises.append(_outcome(nb.cells[index], name))
+            grade.exercises.append(_explain(nb.cells[index], name, hand_in_errors.get(name)))
     return grade
 
 
