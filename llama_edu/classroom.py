@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
+import difflib
+import io
 import json
+import keyword
 import os
 import re
 import secrets
@@ -12,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -445,3 +450,130 @@ def grade_report(grades: list[NotebookGrade]) -> str:
             detail = f" - {ex.message}" if ex.message and ex.status != PASSED else ""
             lines.append(f"  {ex.status:13s} checks.{ex.check}{detail}")
     return "\n".join(lines)
+
+
+# --- Does a student version show an answer? -------------------------------------------------
+
+_KEEP_NAMES = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {"torch", "math", "F", "nn"}
+_MIN_ESSENTIAL_CHARS = 12
+"""Solution lines shorter than this (normalised) are too generic to count (`_.append(_)`)."""
+LINE_SIMILARITY = 0.8
+"""Two normalised lines count as the same line at this difflib similarity ratio or above."""
+LEAK_FRACTION = 0.5
+"""A code cell shows an answer when it holds at least this share of the solution's lines."""
+
+
+def normal_line(line: str) -> str:
+    """One code line without whitespace or comments, local names replaced by `_`.
+
+    Attribute names (`.softmax`), keywords, builtins and `torch`/`math`/`F`/`nn` are kept, so
+    `w = torch.softmax(s, dim=-1)` and `weights = torch.softmax(scores, dim=-1)` are the same line.
+    """
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(line.strip()).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return re.sub(r"\s+", "", line)
+    out, previous = [], ""
+    for token in tokens:
+        if token.type in _LAYOUT_TOKENS:
+            continue
+        text = token.string
+        if token.type == tokenize.NAME and text not in _KEEP_NAMES and previous != ".":
+            text = "_"
+        out.append(text)
+        previous = token.string
+    return "".join(out)
+
+
+_LAYOUT_TOKENS = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+}
+
+
+def _code_lines(source: str) -> list[str]:
+    lines = []
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "%", "!")):
+            lines.append(normal_line(stripped))
+    return lines
+
+
+def solution_blocks(source: str) -> list[str]:
+    """The code inside each `### BEGIN SOLUTION` ... `### END SOLUTION` block of one cell."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in source.split("\n"):
+        marker = line.strip()
+        if marker.startswith(BEGIN):
+            current = []
+        elif marker.startswith(END) and current is not None:
+            blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def essential_lines(solution: str) -> list[str]:
+    """The normalised lines of a solution that carry its idea (long enough to be specific)."""
+    return [
+        line
+        for line in dict.fromkeys(_code_lines(solution))
+        if len(line) >= _MIN_ESSENTIAL_CHARS and re.sub(r"^return|[\W_]", "", line)
+    ]
+
+
+def shown_lines(essential: list[str], cell_lines: list[str]) -> list[str]:
+    """The essential lines that a cell holds, exactly or nearly (similarity >= LINE_SIMILARITY)."""
+    shown = []
+    for line in essential:
+        if line in cell_lines or any(
+            difflib.SequenceMatcher(None, line, other).ratio() >= LINE_SIMILARITY
+            for other in cell_lines
+        ):
+            shown.append(line)
+    return shown
+
+
+def answer_leaks(instructor: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """Every exercise whose answer a code cell of the student version shows, one line each.
+
+    The measure: the essential lines of each solution block (normalised by `normal_line`, at
+    least 12 characters, more than names and punctuation) are looked up in every other code
+    cell of the student notebook; a cell that holds, exactly or nearly, at least half of them,
+    and at least two (or the only one), shows the answer.
+    """
+    student = student_notebook(instructor, name=name)
+    cells = [
+        (index, _code_lines(cell.source))
+        for index, cell in enumerate(student.cells)
+        if cell.cell_type == "code"
+    ]
+    found = []
+    for index, cell in enumerate(instructor.cells):
+        if cell.cell_type != "code" or not has_solution(cell.source):
+            continue
+        check = (_CHECK_CALL.findall(cell.source) or ["?"])[0]
+        for block in solution_blocks(cell.source):
+            essential = essential_lines(block)
+            for other, lines in cells:
+                if other == index or not essential:
+                    continue
+                shown = shown_lines(essential, lines)
+                if (
+                    len(shown) >= min(2, len(essential))
+                    and len(shown) / len(essential) >= LEAK_FRACTION
+                ):
+                    found.append(
+                        f"{name}: the answer to checks.{check} (cell {index}) is shown in student "
+                        f"cell {other}: {len(shown)} of its {len(essential)} essential lines, "
+                        f"e.g. {shown[0]!r}"
+                    )
+                    break
+    return found

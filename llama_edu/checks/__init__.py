@@ -12,7 +12,7 @@ decorated with `@check` in any of them is collected here, so it is reachable as 
 import importlib
 import pkgutil
 
-from ._core import CheckFailed, CheckResult, reset_results, results
+from ._core import CheckFailed, CheckResult, choose, reset_results, results
 
 
 def _collect() -> list[str]:
@@ -33,7 +33,15 @@ def _collect() -> list[str]:
 
 
 _CHECKS = _collect()
-__all__ = ["CheckFailed", "CheckResult", "reset_results", "results", "available", *_CHECKS]
+__all__ = [
+    "CheckFailed",
+    "CheckResult",
+    "choose",
+    "reset_results",
+    "results",
+    "available",
+    *_CHECKS,
+]
 
 
 def available() -> list[str]:
