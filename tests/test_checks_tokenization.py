@@ -566,11 +566,18 @@ def test_bpe_train_not_implemented(capsys):
     assert checks.results()["bpe_train"].status == "not implemented"
 
 
-def test_bpe_train_big_text_is_100_kb_and_stated_bound_holds():
+def test_bpe_train_big_text_is_100_kb_and_the_exercise_states_the_bound():
+    import nbformat
+
     from llama_edu.checks import tokenization
+    from llama_edu.classroom import default_notebook_dir
 
     assert len(tokenization._big_text().encode("utf-8")) == 100_000
-    assert tokenization.BPE_TRAIN_SECONDS == 10.0  # the exercise in 01 states this bound
+    nb = nbformat.read(default_notebook_dir() / "01_tokenization.ipynb", as_version=4)
+    statement = next(c.source for c in nb.cells if "Exercise 1.4 · bpe_train" in c.source)
+    assert "100,000 bytes" in statement
+    assert f"vocab_size={tokenization.BIG_VOCAB_SIZE}" in statement
+    assert f"within **{tokenization.BPE_TRAIN_SECONDS:g} seconds**" in statement
 
 
 # --------------------------------------------------------------------------- bpe_encode (capstone)
