@@ -420,3 +420,311 @@ def test_utf8_lengths_not_implemented(capsys):
 
 def test_the_three_checks_are_listed():
     assert {"pair_counts", "merge", "utf8_lengths"} <= set(checks.available())
+
+
+# --------------------------------------------------------------------------- bpe_train (capstone)
+
+
+def train_by_library(text, vocab_size):
+    return [pair for pair, _ in ref.BPETokenizer().train(text, vocab_size).merges]
+
+
+def train_by_loop(text, vocab_size):
+    ids = list(text.encode("utf-8"))
+    merges = []
+    for k in range(vocab_size - 256):
+        counts = ref.pair_counts(ids)
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        ids = ref.merge(ids, best, 256 + k)
+        merges.append(best)
+    return merges
+
+
+def train_by_sorting(text, vocab_size):
+    """Written differently: a Counter, the ranking by sorting, a merge with a skip flag."""
+    ids = list(text.encode("utf-8"))
+    merges = []
+    while len(merges) < vocab_size - 256:
+        counts = Counter(zip(ids, ids[1:], strict=False))
+        best = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
+        new_id, out, skip = 256 + len(merges), [], False
+        for a, b in zip_longest(ids, ids[1:]):
+            if skip:
+                skip = False
+            elif (a, b) == best:
+                out.append(new_id)
+                skip = True
+            else:
+                out.append(a)
+        ids = out
+        merges.append(best)
+    return merges
+
+
+def _train_with(text, vocab_size, pick, first_id=256, start=None):
+    ids = list(text.encode("utf-8")) if start is None else start(text)
+    merges = []
+    for k in range(vocab_size - 256):
+        counts = ref.pair_counts(ids)
+        best = pick(counts)
+        ids = ref.merge(ids, best, first_id + k)
+        merges.append(best)
+    return merges
+
+
+def train_ties_largest(text, vocab_size):
+    return _train_with(text, vocab_size, lambda c: max(c, key=lambda p: (c[p], p)))
+
+
+def train_ties_first_seen(text, vocab_size):
+    return _train_with(text, vocab_size, lambda c: Counter(c).most_common(1)[0][0])
+
+
+def train_least_frequent(text, vocab_size):
+    return _train_with(text, vocab_size, lambda c: min(c, key=lambda p: (c[p], p)))
+
+
+def train_ids_from_257(text, vocab_size):
+    return _train_with(text, vocab_size, lambda c: min(c, key=lambda p: (-c[p], p)), 257)
+
+
+def train_characters(text, vocab_size):
+    return _train_with(
+        text,
+        vocab_size,
+        lambda c: min(c, key=lambda p: (-c[p], p)),
+        start=lambda t: list(map(ord, t)),
+    )
+
+
+def train_counts_once(text, vocab_size):
+    ids = list(text.encode("utf-8"))
+    counts = ref.pair_counts(ids)
+    merges = []
+    for k in range(vocab_size - 256):
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        ids = ref.merge(ids, best, 256 + k)
+        merges.append(best)
+    return merges
+
+
+def train_vocab_size_merges(text, vocab_size):
+    ids = list(text.encode("utf-8"))
+    merges = []
+    for k in range(vocab_size):  # one merge per id of the vocabulary, bytes included
+        counts = ref.pair_counts(ids)
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        ids = ref.merge(ids, best, 256 + k)
+        merges.append(best)
+    return merges
+
+
+def train_pairs_with_ids(text, vocab_size):
+    return ref.BPETokenizer().train(text, vocab_size).merges
+
+
+def train_forever(text, vocab_size):
+    while True:
+        pass
+
+
+@pytest.mark.parametrize("solution", [train_by_library, train_by_loop, train_by_sorting])
+def test_bpe_train_passes_correct_solutions(solution, capsys):
+    passes(checks.bpe_train, solution, capsys)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "names_the_mistake"),
+    [
+        (train_ties_largest, "ties go to the LARGEST pair"),
+        (train_ties_first_seen, "ties go to the pair seen first in the text"),
+        (train_least_frequent, "you merge the LEAST frequent pair"),
+        (train_ids_from_257, "merge i creates id 257 + i"),
+        (train_characters, "not from ord() of each character"),
+        (train_counts_once, "count the pairs again after every merge"),
+        (train_vocab_size_merges, "the 256 bytes are already in the vocabulary"),
+        (train_pairs_with_ids, "a pair and its new id"),
+    ],
+)
+def test_bpe_train_names_the_mistake(wrong, names_the_mistake):
+    fails_with(checks.bpe_train, wrong, names_the_mistake)
+
+
+def test_bpe_train_stops_an_endless_loop(monkeypatch):
+    from llama_edu.checks import tokenization
+
+    monkeypatch.setattr(tokenization, "BPE_TRAIN_SECONDS", 0.5)
+    fails_with(checks.bpe_train, train_forever, "did not finish within 0.5 s")
+
+
+def test_bpe_train_not_implemented(capsys):
+    checks.bpe_train(not_yet)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Traceback" not in out
+    assert checks.results()["bpe_train"].status == "not implemented"
+
+
+def test_bpe_train_big_text_is_100_kb_and_the_exercise_states_the_bound():
+    import nbformat
+
+    from llama_edu.checks import tokenization
+    from llama_edu.classroom import default_notebook_dir
+
+    assert len(tokenization._big_text().encode("utf-8")) == 100_000
+    nb = nbformat.read(default_notebook_dir() / "01_tokenization.ipynb", as_version=4)
+    statement = next(c.source for c in nb.cells if "Exercise 1.4 · bpe_train" in c.source)
+    assert "100,000 bytes" in statement
+    assert f"vocab_size={tokenization.BIG_VOCAB_SIZE}" in statement
+    assert f"within **{tokenization.BPE_TRAIN_SECONDS:g} seconds**" in statement
+
+
+# --------------------------------------------------------------------------- bpe_encode (capstone)
+
+
+def encode_by_library(text, merges):
+    tokenizer = ref.BPETokenizer()
+    tokenizer.train("ab", 256)  # an empty tokenizer, then the given merges, as train sets them
+    tokenizer.merges = [(pair, 256 + k) for k, pair in enumerate(merges)]
+    for k, (a, b) in enumerate(merges):
+        tokenizer.vocab[256 + k] = tokenizer.vocab[a] + tokenizer.vocab[b]
+    tokenizer._ranks = {pair: (k, 256 + k) for k, pair in enumerate(merges)}
+    return tokenizer.encode(text)
+
+
+def encode_lowest_rank(text, merges):
+    ranks = {pair: k for k, pair in enumerate(merges)}
+    ids = list(text.encode("utf-8"))
+    while len(ids) >= 2:
+        pair = min(pairwise(ids), key=lambda p: ranks.get(p, len(merges)))
+        if pair not in ranks:
+            break
+        ids = ref.merge(ids, pair, 256 + ranks[pair])
+    return ids
+
+
+def encode_in_learned_order(text, merges):
+    """Written differently: each merge in turn over the whole text (the same result)."""
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = ref.merge(ids, pair, 256 + k)
+    return ids
+
+
+def _encode_picking(text, merges, pick, first_id=256, start=None):
+    ranks = {pair: k for k, pair in enumerate(merges)}
+    ids = list(text.encode("utf-8")) if start is None else start(text)
+    while True:
+        present = [p for p in pairwise(ids) if p in ranks]
+        if not present:
+            return ids
+        pair = pick(ids, present, ranks)
+        ids = ref.merge(ids, pair, first_id + ranks[pair])
+
+
+def encode_most_frequent(text, merges):
+    def pick(ids, present, ranks):
+        counts = ref.pair_counts(ids)
+        return min(present, key=lambda p: (-counts[p], ranks[p]))
+
+    return _encode_picking(text, merges, pick)
+
+
+def encode_leftmost(text, merges):
+    return _encode_picking(text, merges, lambda ids, present, ranks: present[0])
+
+
+def encode_id_is_rank(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = ref.merge(ids, pair, k)
+    return ids
+
+
+def encode_reverse_order(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k in reversed(range(len(merges))):
+        ids = ref.merge(ids, merges[k], 256 + k)
+    return ids
+
+
+def encode_pairs_of_the_bytes_only(text, merges):
+    data = list(text.encode("utf-8"))
+    ids = list(data)
+    for k, pair in enumerate(merges):
+        if pair in set(pairwise(data)):
+            ids = ref.merge(ids, pair, 256 + k)
+    return ids
+
+
+def encode_characters(text, merges):
+    ranks = {pair: k for k, pair in enumerate(merges)}
+    ids = [ord(ch) for ch in text]
+    for pair in sorted(set(ranks), key=ranks.get):
+        ids = ref.merge(ids, pair, 256 + ranks[pair])
+    return ids
+
+
+def encode_returns_text(text, merges):
+    return text
+
+
+def encode_sorts_merges(text, merges):
+    merges.sort()
+    return encode_in_learned_order(text, merges)
+
+
+def encode_forever(text, merges):
+    ranks = {pair: k for k, pair in enumerate(merges)}
+    ids = list(text.encode("utf-8"))
+    while True:  # forgets to stop when no pair has a merge
+        pair = min(pairwise(ids), key=lambda p: ranks.get(p, len(merges)), default=None)
+        if pair in ranks:
+            ids = ref.merge(ids, pair, 256 + ranks[pair])
+
+
+@pytest.mark.parametrize(
+    "solution", [encode_by_library, encode_lowest_rank, encode_in_learned_order]
+)
+def test_bpe_encode_passes_correct_solutions(solution, capsys):
+    passes(checks.bpe_encode, solution, capsys)
+
+
+@pytest.mark.parametrize(
+    ("wrong", "names_the_mistake"),
+    [
+        (encode_most_frequent, "you merge the most frequent pair of the text first"),
+        (encode_leftmost, "you merge the leftmost pair that has a merge"),
+        (encode_id_is_rank, "merge k gave the id k"),
+        (encode_reverse_order, "from the last learned to the first"),
+        (encode_pairs_of_the_bytes_only, "only apply the merges whose pair is in the original"),
+        (encode_characters, "not from ord() of each character"),
+        (encode_returns_text, "returned str"),
+        (encode_sorts_merges, "changed the list of merges"),
+    ],
+)
+def test_bpe_encode_names_the_mistake(wrong, names_the_mistake):
+    fails_with(checks.bpe_encode, wrong, names_the_mistake)
+
+
+def test_bpe_encode_stops_an_endless_loop(monkeypatch):
+    from llama_edu.checks import tokenization
+
+    monkeypatch.setattr(tokenization, "BPE_ENCODE_SECONDS", 0.5)
+    fails_with(checks.bpe_encode, encode_forever, "did not finish within 0.5 s")
+
+
+def test_bpe_encode_not_implemented(capsys):
+    checks.bpe_encode(not_yet)
+    out = capsys.readouterr().out
+    assert "not implemented yet" in out and "Traceback" not in out
+    assert checks.results()["bpe_encode"].status == "not implemented"
+
+
+def test_bpe_encode_round_trip_cases_hold_chinese_and_emoji():
+    from llama_edu.checks import tokenization
+
+    texts = [text for _, _, cases in tokenization._encode_cases() for text, _ in cases]
+    assert any("\u4e00" <= ch <= "\u9fff" for text in texts for ch in text)
+    assert any(ord(ch) >= 0x1F600 for text in texts for ch in text)

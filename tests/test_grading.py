@@ -112,7 +112,13 @@ def test_a_student_version_of_a_real_chapter_grades_as_not_attempted(tmp_path, c
 
 def test_exercise_checks_reads_solution_cells_only():
     nb = nbformat.read(classroom.default_notebook_dir() / "01_tokenization.ipynb", as_version=4)
-    assert classroom.exercise_checks(nb) == ["pair_counts", "merge", "utf8_lengths"]
+    assert classroom.exercise_checks(nb) == [
+        "pair_counts",
+        "merge",
+        "utf8_lengths",
+        "bpe_train",
+        "bpe_encode",
+    ]
 
 
 # --- forgeries: each must be graded NOT passed ---------------------------------------------
