@@ -384,3 +384,24 @@ def test_the_formula_matches_the_built_model_on_every_preset():
         args = ModelArgs.from_name(name)
         assert count_by_formula(args) == lib_count_params(args), name
         assert math.isclose(count_unique_tensors(args), lib_count_params(args)), name
+
+
+def test_a_model_that_reads_later_tokens_is_named_not_causal():
+    """The causality step on its own (a whole wrong model is already caught by its logits)."""
+    from llama_edu.checks._core import _Failure
+    from llama_edu.checks.model import _check_causal
+
+    args = ModelArgs(dim=32, n_layers=1, n_heads=4, vocab_size=64, multiple_of=16)
+
+    def reads_the_future(tokens, cache=None):
+        seen = torch.nn.functional.one_hot(tokens, args.vocab_size).float()
+        return seen.flip(1).cumsum(1).flip(1)  # position i counts the tokens i .. end
+
+    tokens = torch.randint(0, args.vocab_size, (2, 10), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(_Failure, match="not causal: changing the tokens from position 5"):
+        _check_causal(reads_the_future, tokens, args, "a test")
+
+    def reads_the_past(tokens, cache=None):
+        return torch.nn.functional.one_hot(tokens, args.vocab_size).float().cumsum(1)
+
+    _check_causal(reads_the_past, tokens, args, "a test")  # position i counts tokens 0 .. i
