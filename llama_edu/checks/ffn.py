@@ -58,8 +58,9 @@ def swiglu(fn: Callable[..., torch.Tensor]) -> str:
                 f"{tuple(expected.shape)}, the shape of x. {_LAYOUT}"
             )
         fail(
-            f"with {label} the result differs from w2(silu(w1 x) * w3 x). Compute "
-            "F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)."
+            f"with {label} the result differs from w2(silu(w1 x) * w3 x). Project x with w1 "
+            "(the gate) and with w3 (the value), put SiLU on the gate only, multiply the two "
+            f"element by element, then project back with w2. {_LAYOUT}"
         )
     return "equals w2(silu(w1 x) * w3 x) on 4 inputs (batch > 1, 2-D and 3-D x, hidden == dim)"
 
