@@ -378,41 +378,27 @@ def _stop_after(ids: list[int], at_least: int) -> int:
 def _loop_cases(model: Llama) -> list[_LoopCase]:
     greedy = _LoopCase("greedy decoding (the defaults) of 16 tokens after [1, 5, 9]", [1, 5, 9], 16)
     stop = _stop_after(_reference_ids(model, greedy), 4)
-    sampled = _LoopCase(
-        "temperature 1.3, top_p=0.9, seed 2, 16 tokens after [6, 2]", [6, 2], 16, 1.3, 0.9, (),
-        2,
-    )  # fmt: skip
-    sampled_stop = _stop_after(_reference_ids(model, sampled), 5)
+    hot = {"temperature": 1.3, "top_p": 0.9, "seed": 2}
+    sampled = _LoopCase("temperature 1.3, top_p=0.9, seed 2 after [6, 2]", [6, 2], 16, **hot)
+    hot_stop = _stop_after(_reference_ids(model, sampled), 5)
     return [
         greedy,
         _LoopCase(
-            f"greedy decoding with stop_ids=[{stop}] after [1, 5, 9]",
-            [1, 5, 9],
-            16,
-            0.0,
-            None,
-            [stop],
-        ),  # fmt: skip
-        _LoopCase("temperature 1.0, seed 0, 16 tokens after [2, 7]", [2, 7], 16, 1.0, None, (), 0),
+            f"greedy decoding with stop_ids=[{stop}] after [1, 5, 9]", [1, 5, 9], 16,
+            stop_ids=[stop],
+        ),
         _LoopCase(
-            "temperature 0.7, top_p=0.8, seed 1, 20 tokens after [3, 4, 8, 1]",
-            [3, 4, 8, 1],
-            20,
-            0.7,
-            0.8,
-            (),
-            1,
-        ),  # fmt: skip
+            "temperature 1.0, seed 0, 16 tokens after [2, 7]", [2, 7], 16, temperature=1.0, seed=0
+        ),
         _LoopCase(
-            f"temperature 1.3, top_p=0.9, stop_ids=({sampled_stop},), seed 2, after [6, 2]",
-            [6, 2],
-            16,
-            1.3,
-            0.9,
-            (sampled_stop,),
-            2,
-        ),  # fmt: skip
-    ]
+            "temperature 0.7, top_p=0.8, seed 1, 20 tokens after [3, 4, 8, 1]", [3, 4, 8, 1], 20,
+            temperature=0.7, top_p=0.8, seed=1,
+        ),
+        _LoopCase(
+            f"temperature 1.3, top_p=0.9, stop_ids=({hot_stop},), seed 2 after [6, 2]", [6, 2], 16,
+            stop_ids=(hot_stop,), **hot,
+        ),
+    ]  # fmt: skip
 
 
 def _variant_ids(
