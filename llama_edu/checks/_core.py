@@ -60,10 +60,15 @@ def require(*names: str) -> None:
                 f"exercise {name} is not done: checks.{name} has not run in this kernel. Run the "
                 f"exercise cell that calls checks.{name}(...) (and every cell above it) first."
             )
+        if result.status == NOT_IMPLEMENTED:
+            raise AssertionError(
+                f"exercise {name} is not done: your function still raises NotImplementedError. "
+                f"Write your solution in the exercise cell and run that cell again."
+            )
         if result.status != PASSED:
             raise AssertionError(
-                f"exercise {name} is not done: checks.{name} is {result.status} "
-                f"({result.message}). Fix the exercise cell and run it again."
+                f"exercise {name} is not done: checks.{name} failed: {result.message.rstrip('.')}. "
+                "Fix your solution in the exercise cell and run that cell again."
             )
 
 
