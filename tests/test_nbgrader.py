@@ -190,16 +190,42 @@ def test_what_nbgrader_would_misread_is_named(spoil, complaint):
 
 
 def test_workbook_notebooks_carry_current_nbgrader_metadata():
-    stale = []
+    stale, problems = [], []
     for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        problems = delimiter_problems(nb, path.name)
-        if problems or add_nbgrader_metadata(nb, path.name) != nb:
+        problems += delimiter_problems(nb, path.name)
+        if not problems and add_nbgrader_metadata(nb, path.name) != nb:
             stale.append(path.name)
+    assert not problems, "\n".join(problems)
     assert not stale, (
         f"{stale}: nbgrader metadata is missing or stale. Run "
         "`python tools/add_nbgrader_metadata.py` and re-execute the changed notebooks."
     )
+
+
+def test_the_tool_writes_once_then_reports_up_to_date(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "tool", REPO / "tools" / "add_nbgrader_metadata.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    good, bad = tmp_path / "42_example.ipynb", tmp_path / "43_bad.ipynb"
+    nbformat.write(chapter(), good)
+    spoiled = chapter()
+    spoiled.cells[3].source = "no header here"
+    nbformat.write(spoiled, bad)
+    spoiled = nbformat.read(bad, 4)
+
+    before = nbformat.read(good, 4)
+    assert tool.main(["--check", str(good)]) == 1 and nbformat.read(good, 4) == before
+    assert tool.main([str(good)]) == 0
+    assert nbformat.read(good, 4) == add_nbgrader_metadata(before)
+    assert tool.main(["--check", str(good)]) == 0
+    assert tool.main([str(good), str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert "42_example.ipynb: updated (3 points)" in out and "up to date (3 points)" in out
+    assert "43_bad.ipynb" in err and "without an '### Exercise" in err
+    assert nbformat.read(bad, 4) == spoiled
 
 
 # --- the light path: student versions and checks.require --------------------------------------
