@@ -24,6 +24,8 @@ import nbformat
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
+BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
+END_HIDDEN = "### END HIDDEN TESTS"
 STUB_MESSAGE = "Exercise: replace this line with your solution"
 
 
@@ -33,25 +35,36 @@ class MarkerError(ValueError):
 
 def strip_solutions(source: str, where: str = "cell") -> str:
     """Replace every solution block in one cell's source with an indented NotImplementedError."""
+    return _strip_blocks(source, BEGIN, END, f'raise NotImplementedError("{STUB_MESSAGE}")', where)
+
+
+def strip_hidden_tests(source: str, where: str = "cell") -> str:
+    """Remove every hidden-test block (nbgrader's, kept for grading only) from one cell's source."""
+    return _strip_blocks(source, BEGIN_HIDDEN, END_HIDDEN, None, where)
+
+
+def _strip_blocks(source: str, begin: str, end: str, stub: str | None, where: str) -> str:
+    """Replace each `begin` ... `end` block with `stub` at the block's indent (None: drop it)."""
+    kind, content = ("solution", "solution") if begin == BEGIN else ("hidden-test", "hidden tests")
     lines = source.split("\n")
     out: list[str] = []
     inside_since: int | None = None
     for number, line in enumerate(lines, start=1):
         marker = line.strip()
-        if marker.startswith(BEGIN):
+        if marker.startswith(begin):
             if inside_since is not None:
                 raise MarkerError(
-                    f"{where}, line {number}: '{BEGIN}' inside the solution block opened on line "
-                    f"{inside_since}; solution blocks cannot be nested. Close the first block "
-                    f"with '{END}' before opening another."
+                    f"{where}, line {number}: '{begin}' inside the {kind} block opened on line "
+                    f"{inside_since}; {kind} blocks cannot be nested. Close the first block "
+                    f"with '{end}' before opening another."
                 )
             inside_since = number
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise NotImplementedError("{STUB_MESSAGE}")')
-        elif marker.startswith(END):
+            if stub is not None:
+                out.append(line[: len(line) - len(line.lstrip())] + stub)
+        elif marker.startswith(end):
             if inside_since is None:
                 raise MarkerError(
-                    f"{where}, line {number}: '{END}' without a matching '{BEGIN}' above it. "
+                    f"{where}, line {number}: '{end}' without a matching '{begin}' above it. "
                     "Add the opening marker or remove this line."
                 )
             inside_since = None
@@ -59,8 +72,8 @@ def strip_solutions(source: str, where: str = "cell") -> str:
             out.append(line)
     if inside_since is not None:
         raise MarkerError(
-            f"{where}, line {inside_since}: '{BEGIN}' is never closed. "
-            f"Add a '{END}' line after the solution."
+            f"{where}, line {inside_since}: '{begin}' is never closed. "
+            f"Add a '{end}' line after the {content}."
         )
     return "\n".join(out)
 
@@ -71,13 +84,15 @@ def has_solution(source: str) -> bool:
 
 
 def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
-    """Return a copy of `nb` with solutions stubbed out and all outputs and counts cleared."""
+    """Return a copy of `nb` with solutions stubbed out, hidden tests removed, outputs cleared."""
     student = copy.deepcopy(nb)
     for index, cell in enumerate(student.cells):
         if cell.cell_type != "code":
             continue
         if has_solution(cell.source) or END in cell.source:
             cell.source = strip_solutions(cell.source, where=f"{name}, cell {index}")
+        if BEGIN_HIDDEN in cell.source or END_HIDDEN in cell.source:
+            cell.source = strip_hidden_tests(cell.source, where=f"{name}, cell {index}")
         cell.outputs = []
         cell.execution_count = None
     return student
@@ -136,7 +151,9 @@ def default_notebook_dir() -> Path:
 # --- grading ---------------------------------------------------------------------------------
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
-_CHECK_CALL = re.compile(r"\bchecks\.(\w+)\(")
+CHECK_HELPERS = ("available", "choose", "require", "reset_results", "results")
+"""`checks.<helper>(...)` calls that are not exercise checks (as llama_edu.checks.HELPERS)."""
+_CHECK_CALL = re.compile(rf"\bchecks\.(?!(?:{'|'.join(CHECK_HELPERS)})\()(\w+)\(")
 
 
 @dataclass

@@ -12,7 +12,10 @@ decorated with `@check` in any of them is collected here, so it is reachable as 
 import importlib
 import pkgutil
 
-from ._core import CheckFailed, CheckResult, choose, reset_results, results
+from ._core import CheckFailed, CheckResult, choose, require, reset_results, results
+
+HELPERS = ("available", "choose", "require", "reset_results", "results")
+"""Functions of `checks` that are not exercise checks (`checks.require(...)` grades nothing)."""
 
 
 def _collect() -> list[str]:
@@ -27,6 +30,11 @@ def _collect() -> list[str]:
                 # check replaces it; only a second check of that name is an error.
                 if getattr(globals().get(name), "is_check", False):
                     raise ImportError(f"two exercise checks are named {name!r}; rename one.")
+                if name in HELPERS:
+                    raise ImportError(
+                        f"the exercise check {name!r} would hide checks.{name}, a helper that "
+                        "notebooks call; rename the check."
+                    )
                 globals()[name] = obj
                 names.append(name)
     return names
@@ -37,6 +45,7 @@ __all__ = [
     "CheckFailed",
     "CheckResult",
     "choose",
+    "require",
     "reset_results",
     "results",
     "available",

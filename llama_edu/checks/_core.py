@@ -45,6 +45,33 @@ def choose(name: str, yours: Any, library: Any, label: str = "") -> Any:
     return library
 
 
+def require(*names: str) -> None:
+    """Raise AssertionError unless the latest result of each named check is 'passed'.
+
+    nbgrader's hidden test cells call this right after an exercise cell, so the exercise scores
+    its points only when its check passed in this kernel. It prints nothing on success.
+    """
+    if not names:
+        raise TypeError("checks.require needs the name of at least one check, e.g. 'softmax'.")
+    for name in names:
+        result = _RESULTS.get(name)
+        if result is None:
+            raise AssertionError(
+                f"exercise {name} is not done: checks.{name} has not run in this kernel. Run the "
+                f"exercise cell that calls checks.{name}(...) (and every cell above it) first."
+            )
+        if result.status == NOT_IMPLEMENTED:
+            raise AssertionError(
+                f"exercise {name} is not done: your function still raises NotImplementedError. "
+                f"Write your solution in the exercise cell and run that cell again."
+            )
+        if result.status != PASSED:
+            raise AssertionError(
+                f"exercise {name} is not done: checks.{name} failed: {result.message.rstrip('.')}. "
+                "Fix your solution in the exercise cell and run that cell again."
+            )
+
+
 def reset_results() -> None:
     """Forget all recorded results (used by the grader between notebooks)."""
     _RESULTS.clear()
