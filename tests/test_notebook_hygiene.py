@@ -31,7 +31,9 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|Users)/[^\s\"'<>]+
 CHECK_CALL = re.compile(r"\bchecks\.([a-z_][a-z0-9_]*)\(")
 IGNORE = "NBVAL_IGNORE_OUTPUT"
 EXERCISE_HEADER = re.compile(
-    r"^### Exercise (\d+)\.(\d+) · \w+ \(difficulty [★☆]{3}, about \d+ minutes\)", re.M
+    r"^### Exercise (\d+)\.(\d+) · \w+ "
+    r"\(difficulty [★☆]{3}, importance [★☆]{3}, about \d+ minutes\)",
+    re.M,
 )
 MIN_EXERCISES_PER_CHAPTER, MIN_EXERCISES = 2, 25
 
@@ -118,8 +120,8 @@ def problems(nb: nbformat.NotebookNode, name: str, size: int) -> list[str]:
             header = EXERCISE_HEADER.search(prose_since_exercise)
             if not header:
                 found.append(
-                    f"{where}: no '### Exercise N.k · name (difficulty ★☆☆, about M minutes)' "
-                    "header before this exercise"
+                    f"{where}: no '### Exercise N.k · name (difficulty ★☆☆, importance ★★☆, "
+                    "about M minutes)' header before this exercise"
                 )
             elif name[:2].isdigit() and int(header[1]) != int(name[:2]):
                 found.append(f"{where}: exercise {header[1]}.{header[2]} in chapter {name[:2]}")
@@ -171,7 +173,7 @@ def _good_notebook() -> nbformat.NotebookNode:
         nbformat.v4.new_markdown_cell(f"# 42 · Example\n{headings}"),
         nbformat.v4.new_code_cell("print(1)"),
         nbformat.v4.new_markdown_cell(
-            "### Exercise 42.1 · softmax (difficulty ★☆☆, about 5 minutes)\n\n"
+            "### Exercise 42.1 · softmax (difficulty ★☆☆, importance ★★★, about 5 minutes)\n\n"
             "<details><summary>Hint 1</summary>a</details>\n"
             "<details><summary>Hint 2</summary>b</details>"
         ),
