@@ -176,3 +176,15 @@ def test_student_version_runs_top_to_bottom(student_dir, name):
     for cell in exercise_cells:
         text = "".join(o.get("text", "") for o in cell.outputs)
         assert "not implemented yet" in text, cell.source[:200]
+        assert "passed" not in text, cell.source[:200]
+    # Where the notebook goes on with an exercise's result, it takes the library's and says so.
+    chosen = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code" and "checks.choose(" in c.source
+        for o in c.outputs
+    )
+    assert "Using your" not in chosen
+    assert chosen.count("Using the library's") == sum(
+        c.source.count("checks.choose(") for c in nb.cells if c.cell_type == "code"
+    )
