@@ -185,6 +185,5 @@ def test_student_version_runs_top_to_bottom(student_dir, name):
         for o in c.outputs
     )
     assert "Using your" not in chosen
-    assert chosen.count("Using the library's") == sum(
-        c.source.count("checks.choose(") for c in nb.cells if c.cell_type == "code"
-    )
+    if any("checks.choose(" in c.source for c in nb.cells if c.cell_type == "code"):
+        assert "Using the library's" in chosen
