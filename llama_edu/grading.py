@@ -18,9 +18,11 @@ Nothing printed in the kernel can award a pass: only a verdict line from this pr
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import pickle
+import pkgutil
 import sys
 import sysconfig
 import types
@@ -132,6 +134,70 @@ def _code_files(obj: Any) -> list[str]:
     return files
 
 
+def _fingerprint(code: types.CodeType) -> tuple:
+    """What identifies a function's code whatever file name it carries (cloudpickle >= 3 writes
+    `<dynamic-code>` there): its name, bytecode, names, local names and constants."""
+    consts = tuple(c for c in code.co_consts if not isinstance(c, types.CodeType))
+    return (code.co_name, code.co_code, code.co_names, code.co_varnames, repr(consts))
+
+
+def _library_code() -> dict[tuple, str]:
+    """Fingerprint -> qualified name of every Python function and method of llama_edu and of
+    torch's Python-level modules (torch.nn, torch.functional, Tensor)."""
+    import llama_edu
+
+    for info in pkgutil.walk_packages(llama_edu.__path__, "llama_edu."):
+        if info.name.split(".")[-1] not in _NOT_SCANNED:
+            try:
+                importlib.import_module(info.name)
+            except (
+                Exception
+            ):  # an optional dependency is missing: its functions cannot be handed in
+                continue
+    found: dict[tuple, str] = {}
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith(_LIBRARY_MODULES):
+            continue
+        for value in list(vars(module).values()):
+            functions = [value]
+            if isinstance(value, type) and value.__module__ == module_name:
+                functions = [getattr(v, "__func__", v) for v in vars(value).values()]
+            for function in functions:
+                if isinstance(function, types.FunctionType):
+                    label = f"{function.__module__}.{function.__qualname__}"
+                    found.setdefault(_fingerprint(function.__code__), label)
+    return found
+
+
+_LIBRARY_CODE: dict[tuple, str] | None = None
+_NOT_SCANNED = ("__main__", "cli", "classroom", "grading", "nbgrader_cells")
+"""Modules with nothing an exercise asks for (and slow imports): not imported to be scanned."""
+_LIBRARY_MODULES = ("llama_edu", "torch.nn", "torch.functional", "torch._tensor")
+"""Where a handed-in function's code may not come from (torch's Python-level functions and
+modules live in these; the rest of torch is compiled code, refused by its module name)."""
+
+
+def _load_library_code() -> None:
+    """Fingerprint the library once per process (before any candidate is checked)."""
+    global _LIBRARY_CODE
+    if _LIBRARY_CODE is None:
+        _LIBRARY_CODE = _library_code()
+
+
+def _library_twin(obj: Any) -> str | None:
+    """The library function or class whose code `obj` carries, or None."""
+    _load_library_code()
+    assert _LIBRARY_CODE is not None
+    if isinstance(obj, types.FunctionType):
+        return _LIBRARY_CODE.get(_fingerprint(obj.__code__))
+    methods = [getattr(v, "__func__", v) for v in vars(obj).values()]
+    methods = [m for m in methods if isinstance(m, types.FunctionType)]
+    twins = [_LIBRARY_CODE.get(_fingerprint(m.__code__)) for m in methods]
+    if methods and all(twins):  # every method is a library method: a relabelled library class
+        return twins[0].rsplit(".", 1)[0]
+    return None
+
+
 def foreign(obj: Any, library_dirs: list[str]) -> str | None:
     """Why `obj` is not the learner's own function or class, or None when it is."""
     while isinstance(obj, (types.MethodType, functools.partial)):
@@ -144,6 +210,14 @@ def foreign(obj: Any, library_dirs: list[str]) -> str | None:
             f"you handed in {name} {where}, not a function defined in your notebook; "
             "write your own and pass that to the check."
         )
+    if isinstance(obj, type):
+        for base in obj.__mro__[1:]:
+            if base.__module__.split(".")[0] == "llama_edu":
+                return (
+                    f"your class {name} derives from {base.__module__}.{base.__qualname__}, so "
+                    "the library's code does the work; derive from torch.nn.Module and write "
+                    "the methods yourself."
+                )
     for filename in _code_files(obj):
         real = os.path.realpath(filename)
         if any(real.startswith(d) for d in library_dirs):
@@ -151,6 +225,12 @@ def foreign(obj: Any, library_dirs: list[str]) -> str | None:
                 f"you handed in {name}, whose code comes from {filename} (a library), not from "
                 "your notebook; write your own."
             )
+    twin = _library_twin(obj)
+    if twin:
+        return (
+            f"you handed in {name}, whose code is a library's ({twin}), not code written in "
+            "your notebook; write your own."
+        )
     return None
 
 
@@ -250,6 +330,7 @@ def run_checks() -> None:
     bodies = {name: getattr(checks, name).__wrapped__ for name in checks.available()}
     failure = _core._Failure
     library_dirs = _library_dirs()
+    _load_library_code()  # before the snapshots, which watch this module's attributes too
     for job in jobs:
         check = job["check"]
         if check not in bodies:

@@ -256,7 +256,7 @@ def test_the_shipped_exercise_list_matches_the_notebooks():
     """Regenerate with `python tools/make_exercise_list.py` when this fails."""
     shipped = classroom.shipped_exercise_list()
     assert shipped == classroom.exercise_list(classroom.default_notebook_dir())
-    assert shipped["05"] == ["causal_mask", "attention", "repeat_kv"]
+    assert shipped["05"] == ["causal_mask", "attention", "repeat_kv", "attention_module"]
 
 
 def test_chapter_number_is_the_first_two_digit_number():
@@ -275,7 +275,7 @@ checks.causal_mask(my_causal_mask)"""
 def test_renamed_or_wheel_submissions_get_the_chapters_exercises(tmp_path, monkeypatch):
     renamed = write(tmp_path / "alice-05.ipynb", SETUP, CORRECT_MASK)
     expected = [("causal_mask", PASSED), ("attention", NOT_ATTEMPTED),
-                ("repeat_kv", NOT_ATTEMPTED)]  # fmt: skip
+                ("repeat_kv", NOT_ATTEMPTED), ("attention_module", NOT_ATTEMPTED)]  # fmt: skip
     grade = classroom.grade_notebook(renamed, time_limit=120)
     assert [(e.check, e.status) for e in grade.exercises] == expected
     monkeypatch.setattr(classroom, "default_notebook_dir", lambda: tmp_path / "no-notebooks")
@@ -290,3 +290,26 @@ def test_the_handed_in_function_is_found_in_cells_with_ipython_syntax():
     found = classroom._candidate_expression("checks.merge(ns['my_merge'])", "merge")
     assert found == "ns['my_merge']"
     assert classroom._candidate_expression("checks.merge()", "merge") is None
+
+
+SUBCLASSED_MODULE = """from llama_edu.attention import Attention
+class MyAttention(Attention):  # the library's forward does the work
+    pass
+checks.attention_module(MyAttention)"""
+RELABELLED_CLASS = """from llama_edu.model import Llama as MyLlama
+MyLlama.__module__ = "__main__"
+MyLlama.__qualname__ = MyLlama.__name__ = "MyLlama"
+checks.llama_model(MyLlama)"""
+
+
+def test_capstone_classes_from_the_library_fail(tmp_path):
+    """A subclass of the library's module, or the library's class relabelled, is not the
+    learner's; cloudpickle 3 rewrites code file names, so the code itself is compared."""
+    path = write(tmp_path / "classes.ipynb", SETUP, SUBCLASSED_MODULE, RELABELLED_CLASS)
+    grade = classroom.grade_notebook(path, time_limit=240)
+    assert grade.error is None
+    found = by_check(grade)
+    assert found["attention_module"].status == FAILED
+    assert "derives from llama_edu.attention.Attention" in found["attention_module"].message
+    assert found["llama_model"].status == FAILED
+    assert "llama_edu" in found["llama_model"].message and "model" in found["llama_model"].message
