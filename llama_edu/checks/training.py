@@ -591,9 +591,9 @@ def _adamw_mistakes(
 
 # --------------------------------------------------------------------------- train_step
 
-# The library's train() does this step inline (with gradient accumulation, autocast and DDP
-# around it); this is the same step alone, the reference of the exercise. The `mistake`
-# argument makes the typical wrong versions, so that the check can recognise them.
+# The reference is llama_edu.train.train_step (train() runs the same step inline, with gradient
+# accumulation, autocast and DDP around it). `_train_step` with a `mistake` makes the typical
+# wrong versions, so that the check can recognise them.
 _STEP_MISTAKES = {
     "no_zero_grad": (
         "the gradients are never zeroed. loss.backward() adds to the .grad that is already "
@@ -640,6 +640,8 @@ def _train_step(
     mistake: str | None = None,
 ) -> float:
     """One training step, as train() does it: lr, forward, loss, backward, clip, step, zero."""
+    if mistake is None:
+        return ref.train_step(model, optimizer, x, y, lr, grad_clip)
     if mistake != "lr_after_step":
         for group in optimizer.param_groups:
             group["lr"] = lr
