@@ -143,6 +143,31 @@ def adamw_step(
     return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
 
 
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    grad_clip: float,
+) -> float:
+    """One optimiser step on inputs x and targets y (batch, seq); returns the loss before it.
+
+    Sets lr in every param group, computes the mean cross-entropy of model(x) against y,
+    back-propagates, clips the gradient norm to grad_clip, steps and zeroes the gradients.
+    `train` runs the same step with gradient accumulation, autocast and DDP around it.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(x)  # (batch, seq, vocab)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def random_windows(
     tokens: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from llama_edu import checks
 from llama_edu.train import adamw_step as adamw_reference
 from llama_edu.train import lr_at
+from llama_edu.train import train_step as train_step_library
 
 # --------------------------------------------------------------------------- cross_entropy
 
@@ -374,3 +375,226 @@ def test_not_implemented_yet(check, stub, capsys):
 
 def test_the_checks_are_registered():
     assert {"cross_entropy", "lr_schedule", "adamw_step"} <= set(checks.available())
+
+
+# --------------------------------------------------------------------------- train_step
+# Written here, not taken from the check module: the steps a learner could hand in.
+
+
+def step_reference(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(x)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_zero_first_by_hand(model, optimizer, x, y, lr, grad_clip):
+    """Another correct step: zero first, log_softmax + gather, the norm clipped by hand."""
+    model.zero_grad(set_to_none=False)
+    for group in optimizer.param_groups:
+        group.update(lr=float(lr))
+    log_probs = torch.log_softmax(model(x), dim=-1)
+    loss = -log_probs.gather(-1, y[..., None]).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+    factor = min(1.0, grad_clip / (float(norm) + 1e-6))
+    for g in grads:
+        g.mul_(factor)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def step_no_zero_grad(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(x)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def step_clip_after(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_no_clip(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_lr_not_set(model, optimizer, x, y, lr, grad_clip):
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_lr_first_group(model, optimizer, x, y, lr, grad_clip):
+    optimizer.param_groups[0]["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_lr_after(model, optimizer, x, y, lr, grad_clip):
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_sum(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), reduction="sum")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_targets_x(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), x.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_shift_again(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(x)[:, :-1]
+    loss = F.cross_entropy(logits.flatten(0, 1), y[:, 1:].flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_clip_value(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
+def step_returns_tensor(model, optimizer, x, y, lr, grad_clip):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss
+
+
+def step_loss_after_update(model, optimizer, x, y, lr, grad_clip):
+    """Steps correctly, but returns the loss of the updated weights."""
+    step_reference(model, optimizer, x, y, lr, grad_clip)
+    with torch.no_grad():
+        return F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+
+
+def step_not_yet(model, optimizer, x, y, lr, grad_clip):
+    raise NotImplementedError("Exercise: replace this line with your solution")
+
+
+@pytest.mark.parametrize("solution", [train_step_library, step_reference, step_zero_first_by_hand])
+def test_train_step_accepts_correct_solutions(solution, capsys):
+    checks.train_step(solution)
+    out = capsys.readouterr().out
+    assert out.startswith("\u2713 checks.train_step passed: ")
+    assert checks.results()["train_step"].status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "names_the_mistake"),
+    [
+        (step_no_zero_grad, "gradients are never zeroed"),
+        (step_clip_after, "not clipped before the step"),
+        (step_no_clip, "not clipped before the step"),
+        (step_lr_not_set, "the learning rate was not set"),
+        (step_lr_first_group, "only some groups were set"),
+        (step_lr_after, "set after optimizer.step()"),
+        (step_sum, "a sum instead of a mean"),
+        (step_targets_x, "compares the logits with the inputs x"),
+        (step_shift_again, "shifted once more"),
+        (step_clip_value, "clip_grad_value_"),
+        (step_returns_tensor, "returned a tensor"),
+        (step_loss_after_update, "computed before the step"),
+    ],
+)
+def test_train_step_names_the_mistake(wrong, names_the_mistake):
+    with pytest.raises(checks.CheckFailed, match="checks.train_step") as info:
+        checks.train_step(wrong)
+    assert names_the_mistake in info.value.hint
+    assert checks.results()["train_step"].status == "failed"
+
+
+def test_train_step_reference_is_the_step_that_train_runs():
+    """The library's step (the check's reference) equals a step written here; clipping acts."""
+    from llama_edu.checks import training
+
+    for kind, lrs, clips in training._STEP_SCENARIOS:
+        initial = training._step_model().state_dict()
+        ref = training._run_steps(training._train_step, kind, lrs, clips, initial)
+        mine = training._run_steps(step_reference, kind, lrs, clips, initial)
+        assert ref[0] == pytest.approx(mine[0], rel=1e-6)
+        for a, b in zip(ref[1], mine[1], strict=True):
+            torch.testing.assert_close(a, b)
+        unclipped = training._run_steps(step_no_clip, kind, lrs, clips, initial)
+        assert not torch.allclose(unclipped[1][-1], ref[1][-1], atol=1e-4)
+
+
+def test_train_step_keeps_the_callers_random_state():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    checks.train_step(step_reference)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_train_step_not_implemented(capsys):
+    checks.train_step(step_not_yet)
+    assert "checks.train_step: not implemented yet" in capsys.readouterr().out
+    assert checks.results()["train_step"].status == "not implemented"

@@ -1,7 +1,8 @@
-"""Checks for the training chapter: cross-entropy, the learning-rate schedule, one AdamW step."""
+"""Checks for the training chapter: cross-entropy, the schedule, one AdamW step, a training step."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import train as ref
+from ..model import Llama, ModelArgs
 from ._core import Mistake, call, check, close, expect_tensor, fail, match_mistakes
 
 # --------------------------------------------------------------------------- cross_entropy
@@ -585,3 +587,208 @@ def _adamw_mistakes(
             )
         )
     return mistakes
+
+
+# --------------------------------------------------------------------------- train_step
+
+# The reference is llama_edu.train.train_step (train() runs the same step inline, with gradient
+# accumulation, autocast and DDP around it). `_train_step` with a `mistake` makes the typical
+# wrong versions, so that the check can recognise them.
+_STEP_MISTAKES = {
+    "no_zero_grad": (
+        "the gradients are never zeroed. loss.backward() adds to the .grad that is already "
+        "there, so every step used the sum of all gradients so far. Call "
+        "optimizer.zero_grad() after optimizer.step()."
+    ),
+    "clip_after_step": (
+        "the gradient is not clipped before the step: clipping is missing, comes before "
+        "loss.backward(), or comes after optimizer.step(), when the step has already used the "
+        "gradient. Clip with torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) "
+        "between loss.backward() and optimizer.step()."
+    ),
+    "lr_after_step": (
+        "the learning rate is set after optimizer.step(), so each step used the previous "
+        "learning rate. Set group['lr'] = lr for every param group before the step."
+    ),
+    "sum": (
+        "the loss is a sum instead of a mean over all positions: the loss and the gradient "
+        "grow with the batch size and the sequence length. Use F.cross_entropy with its default "
+        "reduction='mean'."
+    ),
+    "targets_are_inputs": (
+        "the loss compares the logits with the inputs x. The targets are y: y[b, t] is the "
+        "token that follows x[b, t]."
+    ),
+    "shifted_again": (
+        "the targets are shifted once more. x and y are already shifted by one (y[b, t] is "
+        "the token after x[b, t]): compare logits[b, t] with y[b, t], the same position."
+    ),
+    "clip_value": (
+        "each gradient entry is clipped on its own (clip_grad_value_). Clip the norm of all "
+        "gradients together with torch.nn.utils.clip_grad_norm_, which keeps the direction."
+    ),
+}
+
+
+def _train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: float,
+    grad_clip: float,
+    mistake: str | None = None,
+) -> float:
+    """One training step, as train() does it: lr, forward, loss, backward, clip, step, zero."""
+    if mistake is None:
+        return ref.train_step(model, optimizer, x, y, lr, grad_clip)
+    if mistake != "lr_after_step":
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    logits = model(x)  # (batch, seq, vocab)
+    if mistake == "shifted_again":
+        logits, y = logits[:, :-1], y[:, 1:]
+    targets = x if mistake == "targets_are_inputs" else y
+    reduction = "sum" if mistake == "sum" else "mean"
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+    loss.backward()
+    if mistake == "clip_value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip)
+    elif mistake != "clip_after_step":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if mistake == "clip_after_step":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if mistake == "lr_after_step":
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    if mistake != "no_zero_grad":
+        optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _step_model() -> Llama:
+    """A tiny grouped-query Llama (about 20 thousand weights): a step takes milliseconds."""
+    args = ModelArgs(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=48,
+                     multiple_of=16, max_seq_len=32)  # fmt: skip
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(0)  # the same weights in every run
+        return Llama(args)
+
+
+def _step_optimizer(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
+    """Two param groups (matrices, the rest) whose lr (1e-4) differs from every lr of the check."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    others = [p for p in model.parameters() if p.dim() < 2]
+    if kind == "SGD":
+        return torch.optim.SGD([{"params": matrices}, {"params": others}], lr=1e-4)
+    groups = [{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), foreach=False)
+
+
+# (optimizer, learning rates, gradient clips): clipping is active except at one step (1e3),
+# and the learning rate changes at every step, as in a schedule.
+_STEP_SCENARIOS = [
+    ("SGD", [0.5, 1.0, 0.3, 0.8], [0.05, 0.05, 1e3, 0.1]),
+    ("AdamW", [0.01, 0.02, 0.005], [0.05, 1e3, 0.1]),
+]
+
+
+def _step_batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(n):
+        rows = torch.randint(0, 48, (3, 13), generator=gen)
+        batches.append((rows[:, :-1], rows[:, 1:]))  # (3, 12) inputs and next-token targets
+    return batches
+
+
+def _run_steps(
+    step: Callable[..., Any], kind: str, lrs: list[float], clips: list[float], initial: dict
+) -> tuple[list[Any], list[torch.Tensor], list[list[float]]]:
+    """Run `step` from `initial` weights; return its results, weights and group lrs per step."""
+    model = _step_model()
+    model.load_state_dict(initial)
+    optimizer = _step_optimizer(model, kind)
+    outs, weights, group_lrs = [], [], []
+    for (x, y), lr, clip in zip(_step_batches(len(lrs)), lrs, clips, strict=True):
+        outs.append(call(step, model, optimizer, x.clone(), y.clone(), lr, clip))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]).clone())
+        group_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
+    return outs, weights, group_lrs
+
+
+def _as_loss(out: Any, step: int) -> float:
+    if isinstance(out, torch.Tensor):
+        fail(
+            f"step {step} returned a tensor ({out!r:.40}). Return the loss as a Python float "
+            "with loss.item(): a tensor keeps the whole computation graph alive, and the "
+            "training loop records plain numbers."
+        )
+    if isinstance(out, bool) or not isinstance(out, int | float):
+        fail(f"step {step} returned {type(out).__name__}; return the loss as a Python float.")
+    return float(out)
+
+
+@check
+def train_step(fn: Callable[..., Any]) -> str:
+    """Check `fn(model, optimizer, x, y, lr, grad_clip) -> float`: one full training step."""
+    initial = {k: v.clone() for k, v in _step_model().state_dict().items()}
+    for kind, lrs, clips in _STEP_SCENARIOS:
+        outs, weights, group_lrs = _run_steps(fn, kind, lrs, clips, initial)
+        losses = [_as_loss(out, i) for i, out in enumerate(outs, start=1)]
+        for i, (lr, seen) in enumerate(zip(lrs, group_lrs, strict=True), start=1):
+            if all(value != lr for value in seen):
+                fail(
+                    f"with {kind}, after step {i} the learning rate of the param groups is "
+                    f"{seen}, but lr={lr} was passed: the learning rate was not set. Set "
+                    "group['lr'] = lr for every group in optimizer.param_groups before "
+                    "optimizer.step()."
+                )
+            if any(value != lr for value in seen):
+                fail(
+                    f"with {kind}, after step {i} the param groups have learning rates {seen}, "
+                    f"but lr={lr} was passed: only some groups were set. The optimizer has "
+                    "several param groups (weights with and without decay): set the learning "
+                    "rate in every group of optimizer.param_groups."
+                )
+        ref_losses, ref_weights, _ = _run_steps(_train_step, kind, lrs, clips, initial)
+        if _same_run(losses, weights, ref_losses, ref_weights):
+            continue
+        for mistake, message in _STEP_MISTAKES.items():
+            wrong = functools.partial(_train_step, mistake=mistake)
+            wrong_losses, wrong_weights, _ = _run_steps(wrong, kind, lrs, clips, initial)
+            if _same_run(losses, weights, wrong_losses, wrong_weights):
+                fail(f"with {kind} over {len(lrs)} steps: {message}")
+        for i in range(len(lrs)):
+            if not math.isclose(losses[i], ref_losses[i], rel_tol=1e-4, abs_tol=1e-5):
+                fail(
+                    f"with {kind}, step {i + 1} returned the loss {losses[i]:.6f}; expected "
+                    f"{ref_losses[i]:.6f}, the mean cross-entropy of model(x) against y, "
+                    "computed before the step changes the weights."
+                )
+            if not close(weights[i], ref_weights[i]):
+                diff = (weights[i] - ref_weights[i]).abs().max().item()
+                fail(
+                    f"with {kind}, after step {i + 1} the weights differ from the reference "
+                    f"step by up to {diff:.3g}. The order is: set the learning rate, forward, "
+                    "cross-entropy, backward, clip the gradient norm, optimizer.step(), zero "
+                    "the gradients."
+                )
+    return (
+        "the same losses and weights as the reference step over 4 SGD and 3 AdamW steps from "
+        "identical weights, with the learning rate set in every param group"
+    )
+
+
+def _same_run(
+    losses: list[float],
+    weights: list[torch.Tensor],
+    other_losses: list[float],
+    other_weights: list[torch.Tensor],
+) -> bool:
+    same_losses = all(
+        math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5)
+        for a, b in zip(losses, other_losses, strict=True)
+    )
+    return same_losses and all(close(a, b) for a, b in zip(weights, other_weights, strict=True))
