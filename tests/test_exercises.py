@@ -126,3 +126,14 @@ def test_the_hint_rule_fires_on_an_answer_line(hint):
     assert answer_lines_in_hints(prose, SOFTMAX) == ["_=torch.exp(_-_.amax(_=_,_=True))"]
     honest = "<details><summary>Hint 1</summary>\n\nSubtract `x.amax(dim=dim, keepdim=True)`.\n"
     assert answer_lines_in_hints(honest, SOFTMAX) == []
+
+
+def test_the_teaching_guide_lists_every_exercise_as_the_notebooks_rate_it():
+    guide = (NOTEBOOK_DIR.parent / "docs" / "teaching.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| \d+\.\d+ \| `\w+` \| [★☆]{3} \| [★☆]{3} \| \d+ \|$", guide, re.M))
+    wanted = {
+        f"| {m[1]}.{m[2]} | `{m[3]}` | {m[4]} | {m[5]} | {m[6]} |" for _, m, _, _ in all_exercises()
+    }
+    assert rows == wanted, (
+        f"docs/teaching.md differs: missing {wanted - rows}, extra {rows - wanted}"
+    )
