@@ -1,5 +1,5 @@
-"""`llama-edu grade` on the capstones of chapters 05, 07 and 09 (01: test_grading_capstones_ch01):
-the instructor's solution passes, a typical mistake fails with its name, a stub is not attempted.
+"""`llama-edu grade` on the capstones of chapters 05, 07, 08 and 09 (01 has its own file): the
+instructor's solution passes, a typical mistake fails with its name, a stub is not attempted.
 
 Each submission holds the chapter's import cell and the capstone cell, taken from the instructor
 notebook (so the test follows the notebook), with one line changed for the mistake.
@@ -35,6 +35,12 @@ CAPSTONES = [
         "llama_model",
         ("return self.output(self.norm(h)).float()", "return self.output(h).float()"),
         "the final norm is missing",
+    ),
+    (
+        "08_training.ipynb",
+        "train_step",
+        ("optimizer.zero_grad(set_to_none=True)", "pass"),
+        "the gradients are never zeroed",
     ),
     (
         "09_generation.ipynb",
