@@ -1,7 +1,7 @@
 """Training on TinyTales: time, throughput and quality of the workbook's recommended run.
 
 Usage:
-    python benchmarks/bench_train.py                 # the run chapter 08 makes on this device
+    python benchmarks/bench_train.py                 # the run chapter 09 makes on this device
     python benchmarks/bench_train.py --samples 200   # how many stories to sample for validity
     python benchmarks/bench_train.py --set max_steps=700 --set max_lr=0.006   # a variant
     python benchmarks/bench_train.py --mfu           # CUDA only: ~100M model, bf16, compile, SDPA

@@ -226,7 +226,7 @@ def attention_browser_figure(
     return fig
 
 
-# --- looking inside a trained model (chapter 10) ----------------------------------------------
+# --- looking inside a trained model (chapter 11) ----------------------------------------------
 # Appended here, so the imports of this part sit with it.
 
 
@@ -538,7 +538,7 @@ def head_picker_figure(
     return fig
 
 
-# --- the sampling explorer (chapter 09) -------------------------------------------------------
+# --- the sampling explorer (chapter 10) -------------------------------------------------------
 # Appended here, so the import of this part sits with it.
 
 

@@ -1,4 +1,4 @@
-"""checks.generate_loop (chapter 09 capstone): correct loops pass, typical mistakes are named."""
+"""checks.generate_loop (chapter 10 capstone): correct loops pass, typical mistakes are named."""
 
 from __future__ import annotations
 

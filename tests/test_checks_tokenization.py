@@ -573,8 +573,8 @@ def test_bpe_train_big_text_is_100_kb_and_the_exercise_states_the_bound():
     from llama_edu.classroom import default_notebook_dir
 
     assert len(tokenization._big_text().encode("utf-8")) == 100_000
-    nb = nbformat.read(default_notebook_dir() / "01_tokenization.ipynb", as_version=4)
-    statement = next(c.source for c in nb.cells if "Exercise 1.4 · bpe_train" in c.source)
+    nb = nbformat.read(default_notebook_dir() / "02_tokenization.ipynb", as_version=4)
+    statement = next(c.source for c in nb.cells if "Exercise 2.4 · bpe_train" in c.source)
     assert "100,000 bytes" in statement
     assert f"vocab_size={tokenization.BIG_VOCAB_SIZE}" in statement
     assert f"within **{tokenization.BPE_TRAIN_SECONDS:g} seconds**" in statement

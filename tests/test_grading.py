@@ -111,7 +111,7 @@ def test_a_student_version_of_a_real_chapter_grades_as_not_attempted(tmp_path, c
 
 
 def test_exercise_checks_reads_solution_cells_only():
-    nb = nbformat.read(classroom.default_notebook_dir() / "01_tokenization.ipynb", as_version=4)
+    nb = nbformat.read(classroom.default_notebook_dir() / "02_tokenization.ipynb", as_version=4)
     assert classroom.exercise_checks(nb) == [
         "pair_counts",
         "merge",
@@ -256,7 +256,7 @@ def test_the_shipped_exercise_list_matches_the_notebooks():
     """Regenerate with `python tools/make_exercise_list.py` when this fails."""
     shipped = classroom.shipped_exercise_list()
     assert shipped == classroom.exercise_list(classroom.default_notebook_dir())
-    assert shipped["05"] == ["causal_mask", "attention", "repeat_kv", "attention_module"]
+    assert shipped["04"] == ["causal_mask", "attention", "repeat_kv", "attention_module"]
 
 
 def test_chapter_number_is_the_first_two_digit_number():
@@ -273,13 +273,13 @@ checks.causal_mask(my_causal_mask)"""
 
 
 def test_renamed_or_wheel_submissions_get_the_chapters_exercises(tmp_path, monkeypatch):
-    renamed = write(tmp_path / "alice-05.ipynb", SETUP, CORRECT_MASK)
+    renamed = write(tmp_path / "alice-04.ipynb", SETUP, CORRECT_MASK)
     expected = [("causal_mask", PASSED), ("attention", NOT_ATTEMPTED),
                 ("repeat_kv", NOT_ATTEMPTED), ("attention_module", NOT_ATTEMPTED)]  # fmt: skip
     grade = classroom.grade_notebook(renamed, time_limit=120)
     assert [(e.check, e.status) for e in grade.exercises] == expected
     monkeypatch.setattr(classroom, "default_notebook_dir", lambda: tmp_path / "no-notebooks")
-    wheel = write(tmp_path / "05_attention.ipynb", SETUP, CORRECT_MASK)
+    wheel = write(tmp_path / "04_attention.ipynb", SETUP, CORRECT_MASK)
     grade = classroom.grade_notebook(wheel, time_limit=120)
     assert [(e.check, e.status) for e in grade.exercises] == expected
 

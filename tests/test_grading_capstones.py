@@ -1,4 +1,4 @@
-"""`llama-edu grade` on the capstones of chapters 05, 07, 08 and 09 (01 has its own file): the
+"""`llama-edu grade` on the capstones of chapters 04, 08, 09 and 10 (01 has its own file): the
 instructor's solution passes, a typical mistake fails with its name, a stub is not attempted.
 
 Each submission holds the chapter's import cell and the capstone cell, taken from the instructor
@@ -22,7 +22,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # fragment of the message that names that mistake.
 CAPSTONES = [
     (
-        "05_attention.ipynb",
+        "04_attention.ipynb",
         "attention_module",
         (
             "q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)",
@@ -31,19 +31,19 @@ CAPSTONES = [
         "not to the keys",
     ),
     (
-        "07_llama_model.ipynb",
+        "08_llama_model.ipynb",
         "llama_model",
         ("return self.output(self.norm(h)).float()", "return self.output(h).float()"),
         "the final norm is missing",
     ),
     (
-        "08_training.ipynb",
+        "09_training.ipynb",
         "train_step",
         ("optimizer.zero_grad(set_to_none=True)", "pass"),
         "the gradients are never zeroed",
     ),
     (
-        "09_generation.ipynb",
+        "10_generation.ipynb",
         "generate_loop",
         ("if next_id in stop_ids:", "if False:"),
         "went on after the stop id",

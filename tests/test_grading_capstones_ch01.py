@@ -1,4 +1,4 @@
-"""Grading the chapter 01 capstones: passed, failed with the named mistake, not attempted."""
+"""Grading the chapter 02 capstones: passed, failed with the named mistake, not attempted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chapter 10's tools for looking inside a model: head ablation, name mentions, copy scores,
+"""Chapter 11's tools for looking inside a model: head ablation, name mentions, copy scores,
 the logit lens, PCA and the figures (llama_edu.attention.ablate_heads and llama_edu.viz)."""
 
 import copy

@@ -153,9 +153,9 @@ def test_every_chapter_has_enough_exercises():
         counts[path.name[:2]] = sum(
             c.cell_type == "code" and has_solution(c.source) for c in nb.cells
         )
-    for chapter in [f"{n:02d}" for n in range(1, 11)]:
+    for chapter in [f"{n:02d}" for n in range(1, 12)]:
         assert counts.get(chapter, 0) >= MIN_EXERCISES_PER_CHAPTER, (chapter, counts)
-    assert sum(counts[f"{n:02d}"] for n in range(1, 11)) >= MIN_EXERCISES, counts
+    assert sum(counts[f"{n:02d}"] for n in range(1, 12)) >= MIN_EXERCISES, counts
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,4 +1,4 @@
-"""The sampling explorer's pure function (llama_edu.viz.sampling_figure, chapter 09)."""
+"""The sampling explorer's pure function (llama_edu.viz.sampling_figure, chapter 10)."""
 
 
 import matplotlib

@@ -1,7 +1,7 @@
 """Give workbook notebooks nbgrader's cell metadata (answer cells, hidden test cells with points).
 
     python tools/add_nbgrader_metadata.py                      # every notebooks/NN_*.ipynb
-    python tools/add_nbgrader_metadata.py notebooks/05_attention.ipynb
+    python tools/add_nbgrader_metadata.py notebooks/04_attention.ipynb
     python tools/add_nbgrader_metadata.py --check              # exit 1 if any would change
 
 Each notebook is rewritten in place (atomically) only when something changes. A new test cell

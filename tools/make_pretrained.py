@@ -2,7 +2,7 @@
 
 Usage:  python tools/make_pretrained.py [--max-steps 3000] [--run runs/pretrained]
 
-It runs the project's own CLI (the command is printed), then copies what chapters 09-11 need
+It runs the project's own CLI (the command is printed), then copies what chapters 10-12 need
 (config, tokenizer, weights, training history; not the optimiser state) to
 llama_edu/assets/tinytales/, and prints the TinyTales report of the shipped copy.
 """

@@ -210,7 +210,7 @@ def _a_nucleus(out: torch.Tensor, probs: torch.Tensor, p: float) -> bool:
     Correct means: the kept tokens are a top set (no removed token is more likely than a kept
     one, so equal probabilities may be kept in either order), the mass before the least likely
     kept token is not above p, the kept mass is not below p (both up to TIE), and the kept
-    probabilities are renormalised at their ids. This accepts the rule of chapter 09 (keep when
+    probabilities are renormalised at their ids. This accepts the rule of chapter 10 (keep when
     the mass before is < p), Meta's `sample_top_p` (remove when the mass before is > p) and
     Hugging Face's TopPLogitsWarper (sort ascending, remove while the cumulative mass is
     <= 1 - p), which differ only where a sum of probabilities equals p exactly.
@@ -238,7 +238,7 @@ def _a_nucleus(out: torch.Tensor, probs: torch.Tensor, p: float) -> bool:
 def top_p_filter(fn: Callable[..., torch.Tensor]) -> str:
     """Check `fn(probs (..., V), p) -> Tensor (..., V)`: the renormalised top-p nucleus.
 
-    Where the sorted probabilities add up to p exactly, rules differ: chapter 09 (and the
+    Where the sorted probabilities add up to p exactly, rules differ: chapter 10 (and the
     library) removes a token whose preceding mass equals p, Meta's `sample_top_p` in LLaMA's
     generation.py keeps it (it removes a token only when the mass before it is > p), and Hugging
     Face's TopPLogitsWarper sorts in ascending order and removes tokens while their cumulative

@@ -388,7 +388,7 @@ def _diagnose_utf8(out: Any, text: str, label: str) -> None:
 
 # --------------------------------------------------------------------------- bpe_train / bpe_encode
 #
-# The two capstones of chapter 01. Ids 0-255 are the UTF-8 byte values, merge i creates id
+# The two capstones of chapter 02. Ids 0-255 are the UTF-8 byte values, merge i creates id
 # 256 + i, and the learned merges are compared with `BPETokenizer`'s. Slow or endless solutions
 # are stopped after a stated number of seconds (where a timer signal is available).
 

@@ -57,7 +57,7 @@ CHROMIUM_FLAGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-# Generous: 08_training trains for about 3 minutes on an idle 2-core machine, but took 13.5
+# Generous: 09_training trains for about 3 minutes on an idle 2-core machine, but took 13.5
 # minutes while other training jobs shared the machine.
 RUN_TIMEOUT_S = 1200
 KERNEL_TIMEOUT_S = 180
@@ -355,7 +355,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
         figure = panel.locator(".jp-RenderedImage img").first
         if figure.count():
             _screenshot(page, figure, ARTIFACTS / f"{stem}-figure.png", block="center")
-        # The controls a learner moves: sliders, or the text box of chapter 11's glossary search.
+        # The controls a learner moves: sliders, or the text box of chapter 12's glossary search.
         controls = ".widget-slider, .widget-text"
         sliders = panel.locator(controls)
         if want_widgets and sliders.count():
