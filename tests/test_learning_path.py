@@ -134,3 +134,35 @@ def test_the_path_has_no_gaps():
     numbers = [int(p.name[:2]) for p in NOTEBOOKS]
     assert numbers == list(range(len(numbers))), numbers
     assert re.match(r"01_pytorch", NOTEBOOKS[1].name)
+
+
+def minutes(text: str) -> float:
+    """The minutes of the first 'N minutes'/'N hours'/'N min'/'N h' in `text`, plus any 'plus N'."""
+    found = re.search(r"(\d+(?:\.\d+)?)\s*(minutes?|min|hours?|h)\b", text)
+    if found is None:
+        raise ValueError(f"no time in {text!r}")
+    total = float(found[1]) * (60 if found[2].startswith("h") else 1)
+    extra = re.search(r"plus (\d+) minutes", text)
+    return total + (float(extra[1]) if extra else 0.0)
+
+
+def test_minutes_reads_both_styles():
+    assert minutes("About 2.5 hours: 60 minutes of reading") == 150
+    assert minutes("About 45 minutes, plus 25 minutes for the exercises.") == 70
+    assert minutes("2 h (60 min for the whole model)") == 120
+    with pytest.raises(ValueError):
+        minutes("a while")
+
+
+def test_the_teaching_guide_gives_each_notebook_its_own_time():
+    guide = (NOTEBOOK_DIR.parent / "docs" / "teaching.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| (\d\d_\w+) \| [^|]+ \| ([^|]+) \|", guide, re.M))
+    for path in NOTEBOOKS:
+        intro = nbformat.read(path, as_version=4).cells[1].source
+        stated = re.search(r"## Time\s*\n+(.+)", intro)
+        assert stated, f"{path.name}: no '## Time' section in its second cell"
+        assert path.stem in rows, f"docs/teaching.md has no row for {path.stem}"
+        assert minutes(rows[path.stem]) == minutes(stated[1]), (
+            f"{path.stem}: docs/teaching.md says {rows[path.stem].strip()!r}, the notebook says "
+            f"{stated[1]!r}; make them agree."
+        )
