@@ -47,8 +47,8 @@ TERMS: tuple[Term, ...] = (
        "由注意力层、前馈层和残差连接构成的神经网络结构，由 Vaswani 等人于 2017 年提出。"),
     _t("Decoder-only", "仅解码器架构", 0,
        "A Transformer made only of blocks with causal self-attention and no encoder, the design "
-       "of every LLaMA model.",
-       "只由带因果自注意力的块组成、没有编码器的 Transformer，所有 LLaMA 模型都采用这种结构。"),
+       "of every LLaMA text model.",
+       "只由带因果自注意力的块组成、没有编码器的 Transformer，所有 LLaMA 文本模型都采用这种结构。"),
     _t("Softmax", "Softmax 函数（归一化指数函数）", 0,
        "The function that turns scores into probabilities: take the exponential of each score "
        "and divide by their sum.",
@@ -108,17 +108,6 @@ TERMS: tuple[Term, ...] = (
        "The special token </s> that marks the end of a text; generation stops when the model "
        "produces it.",
        "标记文本结束的特殊词元 </s>；模型生成它时就停止生成。"),
-    _t("Bits per character", "每字符比特数", 2,
-       "A loss in bits divided by the number of characters, so that models with different "
-       "tokenizers can be compared.",
-       "以比特为单位、按字符数平均的损失，可以用来比较使用不同分词器的模型。"),
-    _t("Entropy floor", "熵下界", 2,
-       "The lowest average loss that any model can reach on a source of text, set by the "
-       "randomness of the source itself.",
-       "任何模型在某个文本来源上能达到的最低平均损失，由该来源本身的随机性决定。"),
-    _t("Bigram model", "二元语法模型", 2,
-       "A simple model that predicts each symbol from the one symbol just before it.",
-       "只根据前一个符号预测下一个符号的简单模型。"),
     # --- 03 embeddings ------------------------------------------------------------------------
     _t("Embedding", "嵌入（词嵌入）", 3,
        "The vector that a model looks up for one token id.",
@@ -142,74 +131,6 @@ TERMS: tuple[Term, ...] = (
        "One number inside the model that training changes, such as one entry of a weight "
        "matrix.",
        "模型中由训练来调整的一个数，例如权重矩阵中的一个元素。"),
-    # --- 07 normalization ---------------------------------------------------------------------
-    _t("Layer normalization (LayerNorm)", "层归一化", 7,
-       "A norm that subtracts the mean of a vector, divides by its standard deviation, then "
-       "applies a learned gain and bias.",
-       "先减去向量的均值、再除以标准差，然后乘以可学习增益并加上偏置的归一化方法。"),
-    _t("RMSNorm", "均方根归一化", 7,
-       "The norm that Llama uses: divide a vector by its root mean square and multiply by a "
-       "learned gain, with no mean and no bias.",
-       "Llama 使用的归一化：把向量除以它的均方根再乘以可学习增益，不减均值，也没有偏置。"),
-    _t("Pre-norm", "前置归一化", 7,
-       "Putting the norm at the input of each sub-layer and adding the result to the "
-       "un-normalised stream, as Llama does.",
-       "把归一化放在每个子层的输入处，并把子层的结果加回未归一化的残差流，Llama 就是这样做的。"),
-    _t("Post-norm", "后置归一化", 7,
-       "Putting the norm after the residual addition, as the original Transformer of 2017 did.",
-       "把归一化放在残差相加之后，2017 年的原始 Transformer 就是这样做的。"),
-    _t("Residual connection", "残差连接", 7,
-       "Adding the input of a sub-layer to its output, so that each sub-layer only adds a "
-       "correction.",
-       "把子层的输入加到它的输出上，使每个子层只在原有表示上做修正。"),
-    _t("Residual stream", "残差流", 7,
-       "The running vector at each position that every block reads from and adds its result "
-       "to.",
-       "每个位置上贯穿所有块的向量，每个块都从中读取，并把结果加回去。"),
-    _t("Gain (norm weight)", "增益（缩放权重）", 7,
-       "The learned factor, one per feature, that a norm multiplies its output by.",
-       "归一化层给输出的每个特征所乘的可学习系数。"),
-    _t("Epsilon (eps)", "数值稳定常数（eps）", 7,
-       "A small number added inside the square root of a norm, so that it never divides by "
-       "zero.",
-       "加在归一化平方根里的一个小常数，用来防止除以零。"),
-    _t("float16 (half precision)", "半精度浮点数（float16）", 7,
-       "A 16-bit number format with a small range: numbers above 65504 become infinity.",
-       "16 位浮点格式，数值范围小：大于 65504 的数会变成无穷大。"),
-    _t("bfloat16", "bfloat16 浮点格式（脑浮点数）", 7,
-       "A 16-bit number format with the range of float32 but fewer digits, widely used to "
-       "train large models such as Llama.",
-       "16 位浮点格式，数值范围与 float32 相同但有效位数更少，广泛用于训练 Llama 等大模型。"),
-    # --- 05 positions -------------------------------------------------------------------------
-    _t("Positional encoding", "位置编码", 5,
-       "Any way of telling a model the order of the tokens.",
-       "让模型获得词元顺序信息的任何方法。"),
-    _t("Sinusoidal positional encoding", "正弦位置编码", 5,
-       "The original Transformer's position vectors, with sin on the even and cos on the odd "
-       "dimensions, added to the embeddings.",
-       "原始 Transformer 的位置向量：偶数维用 sin，奇数维用 cos，并加到词嵌入上。"),
-    _t("Rotary position embedding (RoPE)", "旋转位置编码", 5,
-       "Llama's way of encoding positions: turn each pair of features of the queries and keys "
-       "by an angle that grows with the position.",
-       "Llama 编码位置的方法：把查询和键的每一对特征旋转一个随位置增大的角度。"),
-    _t("Relative position", "相对位置", 5,
-       "The distance between two tokens; with RoPE an attention score depends on it and not on "
-       "the absolute positions.",
-       "两个词元之间的距离；使用 RoPE 时，注意力分数只取决于它，而与绝对位置无关。"),
-    _t("RoPE base (theta)", "RoPE 基频（θ）", 5,
-       "The constant that sets how slowly the slowest pairs turn: 10000 in LLaMA 1 and 2, "
-       "500000 in Llama 3.",
-       "决定最慢的特征对旋转得有多慢的常数：LLaMA 1 和 2 为 10000，Llama 3 为 500000。"),
-    _t("Context length", "上下文长度", 5,
-       "The largest number of tokens a model reads at once: 2048 for LLaMA 1, 4096 for Llama 2, "
-       "8192 for Llama 3, 131072 for Llama 3.1.",
-       "模型一次能读取的最多词元数：LLaMA 1 为 2048，Llama 2 为 4096，Llama 3 为 8192，"
-       "Llama 3.1 为 131072。"),
-    _t("RoPE scaling", "RoPE 缩放（上下文扩展）", 5,
-       "Slowing down the slow RoPE pairs so that a model can read longer texts than it was "
-       "first trained on, as Llama 3.1 does.",
-       "放慢 RoPE 中慢速特征对的旋转，使模型能读取比最初训练时更长的文本，"
-       "Llama 3.1 采用了这种方法。"),
     # --- 04 attention -------------------------------------------------------------------------
     _t("Attention", "注意力机制", 4,
        "The operation that builds the output of each position as a weighted average of the "
@@ -266,6 +187,37 @@ TERMS: tuple[Term, ...] = (
        "Attention whose queries come from one sequence and whose keys and values come from "
        "another; a decoder-only model has none.",
        "查询来自一个序列、键和值来自另一个序列的注意力；仅解码器模型没有这种层。"),
+    # --- 05 positions -------------------------------------------------------------------------
+    _t("Positional encoding", "位置编码", 5,
+       "Any way of telling a model the order of the tokens.",
+       "让模型获得词元顺序信息的任何方法。"),
+    _t("Sinusoidal positional encoding", "正弦位置编码", 5,
+       "The original Transformer's position vectors, with sin on the even and cos on the odd "
+       "dimensions, added to the embeddings.",
+       "原始 Transformer 的位置向量：偶数维用 sin，奇数维用 cos，并加到词嵌入上。"),
+    _t("Rotary position embedding (RoPE)", "旋转位置编码", 5,
+       "Llama's way of encoding positions: turn each pair of features of the queries and keys "
+       "by an angle that grows with the position.",
+       "Llama 编码位置的方法：把查询和键的每一对特征旋转一个随位置增大的角度。"),
+    _t("Relative position", "相对位置", 5,
+       "The distance between two tokens; with RoPE an attention score depends on it and not on "
+       "the absolute positions.",
+       "两个词元之间的距离；使用 RoPE 时，注意力分数只取决于它，而与绝对位置无关。"),
+    _t("RoPE base (theta)", "RoPE 基频（θ）", 5,
+       "The constant that sets how slowly the slowest pairs turn: 10000 in LLaMA 1 and 2, "
+       "500000 in Llama 3.",
+       "决定最慢的特征对旋转得有多慢的常数：LLaMA 1 和 2 为 10000，Llama 3 为 500000。"),
+    _t("Context length", "上下文长度", 5,
+       "The largest number of tokens a model reads at once: 2048 for LLaMA 1, 4096 for Llama 2, "
+       "8192 for Llama 3, 131072 for Llama 3.1.",
+       "模型一次能读取的最多词元数：LLaMA 1 为 2048，Llama 2 为 4096，Llama 3 为 8192，"
+       "Llama 3.1 为 131072。"),
+    _t("RoPE scaling", "RoPE 缩放（上下文扩展）", 5,
+       "Slowing down the slow RoPE pairs for texts longer than a model was first trained on; "
+       "Llama 3.1 combines it with continued pre-training on longer and longer texts to reach "
+       "128K tokens.",
+       "对超过最初训练长度的文本放慢 RoPE 中慢速特征对的旋转；"
+       "Llama 3.1 把它与在越来越长的文本上继续预训练结合起来，达到 128K 词元。"),
     # --- 06 feed-forward ----------------------------------------------------------------------
     _t("Feed-forward network (FFN)", "前馈网络", 6,
        "The small network inside each block that transforms every position on its own.",
@@ -291,9 +243,49 @@ TERMS: tuple[Term, ...] = (
        "Llama's feed-forward, w2(silu(w1 x) * w3 x): three matrices and no biases.",
        "Llama 的前馈层 w2(silu(w1 x) * w3 x)：三个矩阵，没有偏置。"),
     _t("Hidden dimension", "隐藏层维度", 6,
-       "The width inside the feed-forward network, about 8/3 of the model width in Llama "
-       "(11008 for Llama 2 7B).",
-       "前馈网络内部的宽度，在 Llama 中约为模型宽度的 8/3（Llama 2 7B 为 11008）。"),
+       "The width inside the feed-forward network: in Llama 8/3 of the model width before "
+       "ffn_dim_multiplier and rounding (11008 for Llama 2 7B, 14336 for Llama 3 8B).",
+       "前馈网络内部的宽度：在 Llama 中，乘以 ffn_dim_multiplier 并取整之前为模型宽度的 8/3"
+       "（Llama 2 7B 为 11008，Llama 3 8B 为 14336）。"),
+    # --- 07 normalization ---------------------------------------------------------------------
+    _t("Layer normalization (LayerNorm)", "层归一化", 7,
+       "A norm that subtracts the mean of a vector, divides by its standard deviation, then "
+       "applies a learned gain and bias.",
+       "先减去向量的均值、再除以标准差，然后乘以可学习增益并加上偏置的归一化方法。"),
+    _t("RMSNorm", "均方根归一化", 7,
+       "The norm that Llama uses: divide a vector by its root mean square and multiply by a "
+       "learned gain, with no mean and no bias.",
+       "Llama 使用的归一化：把向量除以它的均方根再乘以可学习增益，不减均值，也没有偏置。"),
+    _t("Pre-norm", "前置归一化", 7,
+       "Putting the norm at the input of each sub-layer and adding the result to the "
+       "un-normalised stream, as Llama does.",
+       "把归一化放在每个子层的输入处，并把子层的结果加回未归一化的残差流，Llama 就是这样做的。"),
+    _t("Post-norm", "后置归一化", 7,
+       "Putting the norm after the residual addition, as the original Transformer of 2017 did.",
+       "把归一化放在残差相加之后，2017 年的原始 Transformer 就是这样做的。"),
+    _t("Residual connection", "残差连接", 7,
+       "Adding the input of a sub-layer to its output, so that each sub-layer only adds a "
+       "correction.",
+       "把子层的输入加到它的输出上，使每个子层只在原有表示上做修正。"),
+    _t("Residual stream", "残差流", 7,
+       "The running vector at each position that every block reads from and adds its result "
+       "to.",
+       "每个位置上贯穿所有块的向量，每个块都从中读取，并把结果加回去。"),
+    _t("Gain (norm weight)", "增益（缩放权重）", 7,
+       "The learned factor, one per feature, that a norm multiplies its output by.",
+       "归一化层给输出的每个特征所乘的可学习系数。"),
+    _t("Epsilon (eps)", "数值稳定常数（eps）", 7,
+       "A small number added inside the square root of a norm, so that it never divides by "
+       "zero.",
+       "加在归一化平方根里的一个小常数，用来防止除以零。"),
+    _t("float16 (half precision)", "半精度浮点数（float16）", 7,
+       "A 16-bit number format with a small range: its largest number is 65504, and values "
+       "from 65520 up become infinity.",
+       "16 位浮点格式，数值范围小：最大的数是 65504，大于等于 65520 的值会变成无穷大。"),
+    _t("bfloat16", "bfloat16 浮点格式（脑浮点数）", 7,
+       "A 16-bit number format with the range of float32 but fewer digits, widely used to "
+       "train large models such as Llama.",
+       "16 位浮点格式，数值范围与 float32 相同但有效位数更少，广泛用于训练 Llama 等大模型。"),
     # --- 08 the full model --------------------------------------------------------------------
     _t("Transformer block", "Transformer 块（解码器层）", 8,
        "One layer of the model: attention, then feed-forward, each with its own RMSNorm and "
@@ -321,6 +313,21 @@ TERMS: tuple[Term, ...] = (
        "Minus the log-probability that the model gives the correct next token, averaged over "
        "the positions.",
        "模型给正确的下一个词元的概率取对数再取负，并在各个位置上求平均。"),
+    _t("Bits per character", "每字符比特数", 9,
+       "A loss in bits divided by the number of characters, so that models with different "
+       "tokenizers can be compared.",
+       "以比特为单位、按字符数平均的损失，可以用来比较使用不同分词器的模型。"),
+    _t("Entropy floor", "熵下界", 9,
+       "The lowest average loss that any model can reach on a source of text, set by the "
+       "randomness of the source itself.",
+       "任何模型在某个文本来源上能达到的最低平均损失，由该来源本身的随机性决定。"),
+    _t("Bigram model", "二元语法模型", 9,
+       "A simple model that predicts each symbol from the one symbol just before it.",
+       "只根据前一个符号预测下一个符号的简单模型。"),
+    _t("Perplexity", "困惑度", 9,
+       "The exponential of the loss in nats, e^loss: the number of equally likely choices that "
+       "would leave the model as uncertain as it is.",
+       "以奈特为单位的损失的指数 e^loss：让模型同样不确定的等可能选项的个数。"),
     _t("Pretraining", "预训练", 9,
        "The first and largest training stage: next-token prediction on a large amount of text "
        "without labels.",
@@ -426,9 +433,10 @@ TERMS: tuple[Term, ...] = (
        "dialogue data of Llama 2-Chat.",
        "在较小的、有针对性的数据集上继续训练预训练模型，例如 Llama 2-Chat 使用的对话数据。"),
     _t("Reinforcement learning from human feedback (RLHF)", "基于人类反馈的强化学习", 12,
-       "Fine-tuning with a reward model learned from human preferences, as done for Llama "
-       "2-Chat.",
-       "用从人类偏好中学到的奖励模型来微调模型，Llama 2-Chat 就使用了这种方法。"),
+       "Fine-tuning with reward models learned from human preferences, as done for Llama "
+       "2-Chat with two reward models, one for helpfulness and one for safety.",
+       "用从人类偏好中学到的奖励模型来微调模型，Llama 2-Chat 就这样做了，"
+       "它用了两个奖励模型：一个衡量有用性，一个衡量安全性。"),
     _t("Multimodal model", "多模态模型", 12,
        "A model that takes more than one kind of input, such as text and images; the LLaMA, "
        "Llama 2 and Llama 3 text models are not.",

@@ -59,6 +59,27 @@ def test_every_chapter_exists_as_a_notebook():
     assert chapters[0] == 0 and 12 in chapters
 
 
+def test_terms_are_listed_in_chapter_order():
+    chapters = [t.chapter for t in TERMS]
+    assert chapters == sorted(chapters)
+
+
+def test_loss_measures_are_taught_with_the_loss():
+    by_name = {t.english: t for t in TERMS}
+    for name in ("Bits per character", "Entropy floor", "Bigram model", "Perplexity"):
+        assert by_name[name].chapter == by_name["Cross-entropy loss"].chapter == 9, name
+
+
+def test_the_float16_limits_match_torch():
+    import torch
+
+    (term,) = lookup("float16 (half")
+    assert "65504" in term.definition and "65520" in term.definition
+    assert torch.finfo(torch.float16).max == 65504
+    assert torch.tensor(65519.0).half().item() == 65504  # still rounds down to the largest
+    assert torch.tensor(65520.0).half().isinf()  # from here on: infinity
+
+
 def test_terms_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TERMS[0].english = "changed"  # type: ignore[misc]
@@ -74,6 +95,7 @@ def test_terms_are_frozen():
         ("旋转位置编码", "Rotary position embedding (RoPE)"),
         ("注意力机制", "Attention"),
         ("均方根", "RMSNorm"),
+        ("困惑度", "Perplexity"),
     ],
 )
 def test_lookup_finds_english_and_chinese(query, expected):

@@ -713,3 +713,32 @@ def test_render_tokens_html_accepts_ids_or_strings(bpe: BPETokenizer) -> None:
         render_tokens_html("text without tokenizer")
     with pytest.raises(TypeError):
         render_tokens_html([1, 2, 3])
+
+
+# The trainer settings stored in Llama 2's tokenizer.model (its trainer_spec) that shape the
+# vocabulary. LLAMA_SENTENCEPIECE_OPTIONS must agree with them, except where it says why not.
+LLAMA2_TRAINER_SPEC = {
+    "model_type": "bpe",
+    "byte_fallback": True,
+    "split_digits": True,
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+    "add_dummy_prefix": True,
+    "allow_whitespace_only_pieces": True,
+    "unk_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "pad_id": -1,
+    "character_coverage": 0.99995,
+}
+DOCUMENTED_DIFFERENCES = {"character_coverage"}
+
+
+def test_options_match_llama2_except_the_documented_differences() -> None:
+    differ = {k for k, v in LLAMA2_TRAINER_SPEC.items() if LLAMA_SENTENCEPIECE_OPTIONS.get(k) != v}
+    assert differ == DOCUMENTED_DIFFERENCES
+    import llama_edu.tokenizer as module
+
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    for key in differ:
+        assert f"Llama 2: {LLAMA2_TRAINER_SPEC[key]}" in source, key  # said next to the value
