@@ -56,6 +56,29 @@ TERMS: tuple[Term, ...] = (
     _t("Logit", "未归一化对数概率（logit）", 0,
        "The raw score that a model gives one vocabulary entry, before the softmax.",
        "模型在 softmax 之前给词表中某个条目的原始分数。"),
+    # --- 01 PyTorch primer -------------------------------------------------------------------
+    _t("Tensor", "张量", 1,
+       "A grid of numbers of one type with any number of axes, the data structure that "
+       "PyTorch computes with.",
+       "由同一类型的数构成、可以有任意多个轴的数组，是 PyTorch 进行计算的基本数据结构。"),
+    _t("Shape", "形状", 1,
+       "The size of each axis of a tensor, such as (batch, seq, dim) = (2, 4, 8).",
+       "张量每个轴的长度，例如 (batch, seq, dim) = (2, 4, 8)。"),
+    _t("Broadcasting", "广播", 1,
+       "The rule that lets an operation combine tensors of different shapes by lining the "
+       "shapes up on the right and repeating axes of size 1.",
+       "让不同形状的张量也能逐元素运算的规则：把形状从右侧对齐，并重复长度为 1 的轴。"),
+    _t("Gradient", "梯度", 1,
+       "The derivative of a loss with respect to each number of a tensor, which says how the "
+       "loss changes when that number changes.",
+       "损失对张量中每个数的导数，表示这个数改变时损失如何变化。"),
+    _t("Autograd", "自动求导", 1,
+       "PyTorch's system that records the operations on tensors and computes all gradients "
+       "with one call to backward().",
+       "PyTorch 记录张量上的运算、并通过一次 backward() 调用算出所有梯度的机制。"),
+    _t("Module (nn.Module)", "模块", 1,
+       "A PyTorch building block that owns its parameters and computes its output in forward.",
+       "PyTorch 中拥有自己的参数、并在 forward 方法中计算输出的构件。"),
     # --- 02 tokenization ----------------------------------------------------------------------
     _t("Token", "词元", 2,
        "One unit of text (a word, a piece of a word, a character or a byte) that the model "
