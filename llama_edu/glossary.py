@@ -79,6 +79,16 @@ TERMS: tuple[Term, ...] = (
     _t("Module (nn.Module)", "模块", 1,
        "A PyTorch building block that owns its parameters and computes its output in forward.",
        "PyTorch 中拥有自己的参数、并在 forward 方法中计算输出的构件。"),
+    _t("Parameter", "参数", 1,
+       "One number inside the model that training changes, such as one entry of a weight "
+       "matrix.",
+       "模型中由训练来调整的一个数，例如权重矩阵中的一个元素。"),
+    _t("Gradient descent", "梯度下降", 1,
+       "Moving every parameter a small step against its gradient, so that the loss goes down.",
+       "把每个参数沿梯度的反方向移动一小步，使损失下降。"),
+    _t("Batch", "批次", 1,
+       "The group of sequences used together in one training step.",
+       "一次训练更新中一起使用的一组序列。"),
     # --- 02 tokenization ----------------------------------------------------------------------
     _t("Token", "词元", 2,
        "One unit of text (a word, a piece of a word, a character or a byte) that the model "
@@ -150,10 +160,6 @@ TERMS: tuple[Term, ...] = (
        "The cosine of the angle between two vectors: 1 when they point the same way, 0 when "
        "they are at a right angle.",
        "两个向量夹角的余弦：方向相同时为 1，互相垂直时为 0。"),
-    _t("Parameter", "参数", 3,
-       "One number inside the model that training changes, such as one entry of a weight "
-       "matrix.",
-       "模型中由训练来调整的一个数，例如权重矩阵中的一个元素。"),
     # --- 04 attention -------------------------------------------------------------------------
     _t("Attention", "注意力机制", 4,
        "The operation that builds the output of each position as a weighted average of the "
@@ -355,9 +361,6 @@ TERMS: tuple[Term, ...] = (
        "The first and largest training stage: next-token prediction on a large amount of text "
        "without labels.",
        "第一个也是规模最大的训练阶段：在大量无标注文本上做下一个词元预测。"),
-    _t("Gradient descent", "梯度下降", 9,
-       "Moving every parameter a small step against its gradient, so that the loss goes down.",
-       "把每个参数沿梯度的反方向移动一小步，使损失下降。"),
     _t("Learning rate", "学习率", 9,
        "The factor that sets the size of each update step.",
        "决定每一步更新幅度的系数。"),
@@ -380,9 +383,6 @@ TERMS: tuple[Term, ...] = (
        "Scaling the gradient down when its norm is above a limit (1.0 for LLaMA 1), so that one "
        "bad batch cannot ruin training.",
        "当梯度的范数超过上限（LLaMA 1 为 1.0）时按比例缩小梯度，防止个别批次破坏训练。"),
-    _t("Batch", "批次", 9,
-       "The group of sequences used together in one training step.",
-       "一次训练更新中一起使用的一组序列。"),
     _t("Validation set", "验证集", 9,
        "Held-out data that is never trained on, used to measure the loss honestly.",
        "不参与训练、用来如实衡量损失的保留数据。"),
