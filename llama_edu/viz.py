@@ -543,6 +543,8 @@ def head_picker_figure(
 
 
 SAMPLED_COLOR = "tab:red"
+KEPT_COLOR = "tab:blue"
+REMOVED_HATCH = "///"
 
 
 def sampling_figure(
@@ -552,16 +554,19 @@ def sampling_figure(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
-    n_show: int = 12,
+    n_show: int = 30,
 ) -> tuple[Figure, int]:
     """The sampling explorer's picture, and the id it draws.
 
-    logits is one row (V,) of next-token logits and labels names each of the V ids. The figure
-    shows the n_show tokens that are most likely at temperature 1 with no filter (grey), and
-    their probability after temperature, top-k and top-p (`generate.next_token_distribution`;
-    blue, 0 for a removed token). One id is drawn from the filtered distribution with
-    torch.multinomial and a generator seeded with `seed`; its bar is red, and it is added at
-    the right end when it is not among the n_show shown. Returns (figure, drawn id).
+    logits is one row (V,) of next-token logits and labels names each of the V ids. The upper
+    panel shows the n_show most likely tokens, most likely first, with their probability after
+    the temperature: kept tokens in blue, tokens that top-k or top-p removes hatched, and a
+    black tick at each kept token's probability after renormalising
+    (`generate.next_token_distribution`). The lower panel shows the cumulative probability that
+    top-p reads (after temperature and top-k), with a horizontal line at p and a vertical line
+    after rank k. One id is drawn from the filtered distribution with torch.multinomial and a
+    generator seeded with `seed`; its bar is red, and it is added at the right end when it is
+    not among the n_show shown. Returns (figure, drawn id).
     """
     if logits.dim() != 1:
         raise ValueError(
@@ -574,38 +579,59 @@ def sampling_figure(
     if isinstance(n_show, bool) or not isinstance(n_show, int) or n_show < 1:
         raise ValueError(f"n_show must be an int >= 1, got {n_show!r}.")
     row = logits.detach().float().cpu()
-    before = torch.softmax(row, dim=-1)
+    tempered = next_token_distribution(row, temperature)  # checks the three settings
+    seen_by_top_p = next_token_distribution(row, temperature, top_k)
     after = next_token_distribution(row, temperature, top_k, top_p)
     generator = torch.Generator().manual_seed(seed)
     drawn = int(torch.multinomial(after, 1, generator=generator))
 
-    order = torch.sort(before, descending=True, stable=True).indices.tolist()
+    order = torch.sort(row, descending=True, stable=True).indices.tolist()
     shown = order[: min(n_show, vocab)]
     if drawn not in shown:
         shown.append(drawn)
-    x = torch.arange(len(shown), dtype=torch.float)
+    x = list(range(len(shown)))
     kept = int((after > 0).sum())
+    n_ranked = min(n_show, vocab)  # the drawn token added at the end is not in rank order
+    cumulative = seen_by_top_p[order].cumsum(dim=0)[:n_ranked]
 
-    fig = Figure(figsize=(8, 3.4))
-    ax = fig.subplots()
-    ax.bar(x - 0.2, before[shown].numpy(), width=0.4, color="lightgrey",
-           label="model (T = 1, no filter)")
-    colors = [SAMPLED_COLOR if i == drawn else "tab:blue" for i in shown]
-    ax.bar(x + 0.2, after[shown].numpy(), width=0.4, color=colors,
-           label="after temperature, top-k, top-p")
-    ax.set_xticks(x.tolist(), [labels[i] for i in shown], rotation=45, ha="right", fontsize=8)
+    fig = Figure(figsize=(10, 5.6))
+    bar_ax, cum_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for position, token in zip(x, shown, strict=True):
+        removed = bool(after[token] == 0)
+        bar_ax.bar(position, float(tempered[token]), width=0.8,
+                   color="white" if removed else SAMPLED_COLOR if token == drawn else KEPT_COLOR,
+                   edgecolor="grey" if removed else "none",
+                   hatch=REMOVED_HATCH if removed else None)
+    kept_x = [position for position, token in zip(x, shown, strict=True) if after[token] > 0]
+    bar_ax.plot(kept_x, [float(after[shown[position]]) for position in kept_x], "_",
+                color="black", markersize=12, markeredgewidth=2, label="after renormalising")
     k_text = "off" if top_k is None else str(top_k)
     p_text = "off" if top_p is None else f"{top_p:g}"
-    ax.set(
+    bar_ax.set(
         title=(f"T = {temperature:g}, top-k {k_text}, top-p {p_text}: {kept} of {vocab} tokens "
                f"kept; sampled {labels[drawn]}"),
-        xlabel="next token (most likely first, at T = 1)",
-        ylabel="probability",
-        ylim=(0, min(1.05, 1.25 * max(float(before[shown].max()), float(after[shown].max())))),
+        ylabel=f"probability at T = {temperature:g}",
+        ylim=(0, min(1.05, 1.2 * max(float(tempered[shown].max()), float(after[shown].max())))),
     )
-    ax.title.set_fontsize(9)
-    handles, _ = ax.get_legend_handles_labels()
-    handles.append(Patch(color=SAMPLED_COLOR, label="the sampled token"))
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    bar_ax.title.set_fontsize(10)
+    handles, _ = bar_ax.get_legend_handles_labels()
+    handles = [Patch(color=KEPT_COLOR, label="kept"),
+               Patch(facecolor="white", edgecolor="grey", hatch=REMOVED_HATCH,
+                     label="removed by top-k or top-p"),
+               Patch(color=SAMPLED_COLOR, label="the sampled token"), *handles]
+    bar_ax.legend(handles=handles, fontsize=9, loc="upper right")
+
+    cum_ax.plot(x[:n_ranked], cumulative.tolist(), "o-", color="black", markersize=3,
+                label="cumulative probability (after temperature and top-k)")
+    if top_p is not None:
+        cum_ax.axhline(top_p, color="tab:green", linestyle="--", label=f"top-p: p = {top_p:g}")
+    if top_k is not None and top_k < len(x):
+        for ax in (bar_ax, cum_ax):
+            ax.axvline(top_k - 0.5, color="tab:purple", linestyle=":", linewidth=1.5,
+                       label=f"top-k: the first k = {top_k} tokens" if ax is cum_ax else None)
+    cum_ax.set(xlabel="next token (most likely first)", ylabel="cumulative probability",
+               ylim=(0, 1.05))
+    cum_ax.legend(fontsize=9, loc="lower right")
+    cum_ax.set_xticks(x, [labels[i] for i in shown], rotation=90, fontsize=9)
     fig.tight_layout()
     return fig, drawn
