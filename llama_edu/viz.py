@@ -444,31 +444,39 @@ def word_vectors(
     return torch.stack(rows).detach()
 
 
+LABEL_SIZE = 9  # points: the smallest tick label of the chapter 11 figures
+
+
 def head_scores_heatmap(
     scores: torch.Tensor,
     ax: Axes | None = None,
     title: str = "score of every head",
     label: str = "score",
     fmt: str = "{:.2f}",
+    colorbar: bool = True,
 ) -> Axes:
-    """Draw one number per (layer, head), scores of shape (layers, heads), with the values."""
+    """Draw one number per (layer, head), scores of shape (layers, heads) in 0..1, with the values.
+
+    The colour scale is fixed from 0 to 1, the range of an attention weight, so that maps of
+    different scores can be compared and a small score looks small.
+    """
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape (layers, heads), got {tuple(scores.shape)}.")
     values = scores.detach().float().cpu()
     n_layers, n_heads = values.shape
     if ax is None:
         _, ax = plt.subplots(figsize=(1.1 * n_heads + 2, 0.7 * n_layers + 1.2))
-    image = ax.imshow(values.numpy(), cmap="magma", vmin=0.0, vmax=max(float(values.max()), 1e-9))
-    middle = (float(values.max()) + float(values.min())) / 2
+    image = ax.imshow(values.numpy(), cmap="magma", vmin=0.0, vmax=1.0)
     for layer in range(n_layers):
         for head in range(n_heads):
             value = float(values[layer, head])
-            ax.text(head, layer, fmt.format(value), ha="center", va="center", fontsize=8,
-                    color="black" if value > middle else "white")
-    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)])
-    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
+            ax.text(head, layer, fmt.format(value), ha="center", va="center",
+                    fontsize=LABEL_SIZE, color="black" if value > 0.5 else "white")
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=LABEL_SIZE)
+    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)], fontsize=LABEL_SIZE)
     ax.set(title=title, xlabel="head", ylabel="layer")
-    ax.figure.colorbar(image, ax=ax, label=label)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=label)
     return ax
 
 
@@ -476,28 +484,37 @@ def layer_head_grid(
     attentions: Sequence[torch.Tensor],
     batch: int = 0,
     title: str = "attention weights of every layer and head",
+    tokens: int | None = None,
 ) -> Figure:
-    """Every head of every layer as a small heat map (rows: layers, columns: heads)."""
+    """Every head of every layer as a small heat map (rows: layers, columns: heads).
+
+    tokens, when given, keeps only the first `tokens` queries and keys, so that each small map
+    stays readable. All maps share one colour bar from 0 to 1.
+    """
     if not attentions:
         raise ValueError("layer_head_grid needs the attention weights of at least one layer.")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
+                               or tokens < 1):
+        raise ValueError(f"tokens must be None or an int >= 1, got {tokens!r}.")
     n_layers, n_heads = len(attentions), attentions[0].shape[1]
-    fig = Figure(figsize=(1.8 * n_heads + 1, 1.7 * n_layers + 0.6))
+    fig = Figure(figsize=(2.2 * n_heads + 1, 2.1 * n_layers + 0.6))
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
     image = None
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
-            one = attentions[layer][batch, head].detach().float().cpu()
+            one = attentions[layer][batch, head].detach().float().cpu()[:tokens, :tokens]
             image = ax.imshow(one.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"layer {layer}, head {head}", fontsize=8)
+            ticks = list(range(0, one.shape[1], 5))
+            ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=LABEL_SIZE)
+            ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=LABEL_SIZE)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=LABEL_SIZE)
             if head == 0:
-                ax.set_ylabel("query", fontsize=8)
+                ax.set_ylabel("query", fontsize=LABEL_SIZE)
             if layer == n_layers - 1:
-                ax.set_xlabel("key", fontsize=8)
+                ax.set_xlabel("key", fontsize=LABEL_SIZE)
     fig.colorbar(image, ax=axes.ravel().tolist(), label=WEIGHT_LABEL, shrink=0.8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -509,31 +526,44 @@ def head_picker_figure(
     labels: Sequence[str] | None = None,
     highlight: Sequence[int] = (),
     batch: int = 0,
+    window: int = 20,
 ) -> Figure:
-    """The head picker's picture: one head's heat map, and the weights of one query as bars.
+    """The head picker's picture: one head's heat map near the query, and the query's weights.
 
-    The chosen query's row is marked on the heat map; bars for the keys in `highlight` (e.g. the
-    first mention of a name) are drawn in red.
+    The heat map shows the `window` tokens that end at the chosen query (or the first `window`
+    tokens), on a fixed 0..1 colour scale, with the query's row marked. The bars show the
+    weights of the query on every key it can see; keys in `highlight` (e.g. the first mention
+    of a name) are red.
     """
     one = _one_head(attentions, layer, head, batch)
     if not 0 <= query < one.shape[0]:
         raise ValueError(f"query must be in 0 .. {one.shape[0] - 1}, got {query}.")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int >= 2, got {window!r}.")
     keys = _tick_labels(labels, one.shape[1], "keys")
-    size = 8 if one.shape[1] <= 16 else 6 if one.shape[1] <= 40 else 5
-    fig = Figure(figsize=(10, 4.8))
-    map_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    attention_heatmap(one, labels, labels, ax=map_ax, title=f"layer {layer}, head {head}",
-                      colorbar=False)
-    map_ax.tick_params(labelsize=size)
-    map_ax.axhline(query, color="tab:red", linewidth=0.8)
-    visible = query + 1 if one.shape[0] == one.shape[1] else one.shape[1]
+    square = one.shape[0] == one.shape[1]
+    start = max(0, min(query + 1, one.shape[1]) - window) if square else 0
+    stop = min(start + window, one.shape[1])
+    fig = Figure(figsize=(13, 5.2))
+    map_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.7]})
+    rows = range(start, stop) if square else range(one.shape[0])
+    image = map_ax.imshow(one[rows.start:rows.stop, start:stop].numpy(), cmap="viridis",
+                          vmin=0.0, vmax=1.0)
+    map_ax.set_xticks(range(stop - start), keys[start:stop], rotation=90, fontsize=LABEL_SIZE)
+    query_names = keys if square else [str(r) for r in range(one.shape[0])]
+    map_ax.set_yticks(range(len(rows)), [query_names[r] for r in rows], fontsize=LABEL_SIZE)
+    map_ax.set(title=f"layer {layer}, head {head}", xlabel=KEY_AXIS, ylabel=QUERY_AXIS)
+    if query in rows:
+        map_ax.axhline(query - rows.start, color="tab:red", linewidth=1.0)
+    fig.colorbar(image, ax=map_ax, label=WEIGHT_LABEL, shrink=0.8)
+    visible = query + 1 if square else one.shape[1]
     marked = {int(k) for k in highlight}
     colors = ["tab:red" if k in marked else "tab:blue" for k in range(visible)]
     bar_ax.bar(range(visible), one[query, :visible].numpy(), color=colors)
-    bar_ax.set_xticks(range(visible), keys[:visible], rotation=90, fontsize=size)
+    bar_ax.set_xticks(range(visible), keys[:visible], rotation=90, fontsize=LABEL_SIZE)
     bar_ax.set(title=f"what query {keys[query]} looks at (red: highlighted keys)",
                xlabel=KEY_AXIS, ylabel=WEIGHT_LABEL, ylim=(0, 1))
-    bar_ax.title.set_fontsize(9)
+    bar_ax.title.set_fontsize(10)
     fig.tight_layout()
     return fig
 
