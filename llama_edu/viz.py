@@ -444,31 +444,39 @@ def word_vectors(
     return torch.stack(rows).detach()
 
 
+LABEL_SIZE = 9  # points: the smallest tick label of the chapter 11 figures
+
+
 def head_scores_heatmap(
     scores: torch.Tensor,
     ax: Axes | None = None,
     title: str = "score of every head",
     label: str = "score",
     fmt: str = "{:.2f}",
+    colorbar: bool = True,
 ) -> Axes:
-    """Draw one number per (layer, head), scores of shape (layers, heads), with the values."""
+    """Draw one number per (layer, head), scores of shape (layers, heads) in 0..1, with the values.
+
+    The colour scale is fixed from 0 to 1, the range of an attention weight, so that maps of
+    different scores can be compared and a small score looks small.
+    """
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape (layers, heads), got {tuple(scores.shape)}.")
     values = scores.detach().float().cpu()
     n_layers, n_heads = values.shape
     if ax is None:
         _, ax = plt.subplots(figsize=(1.1 * n_heads + 2, 0.7 * n_layers + 1.2))
-    image = ax.imshow(values.numpy(), cmap="magma", vmin=0.0, vmax=max(float(values.max()), 1e-9))
-    middle = (float(values.max()) + float(values.min())) / 2
+    image = ax.imshow(values.numpy(), cmap="magma", vmin=0.0, vmax=1.0)
     for layer in range(n_layers):
         for head in range(n_heads):
             value = float(values[layer, head])
-            ax.text(head, layer, fmt.format(value), ha="center", va="center", fontsize=8,
-                    color="black" if value > middle else "white")
-    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)])
-    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)])
+            ax.text(head, layer, fmt.format(value), ha="center", va="center",
+                    fontsize=LABEL_SIZE, color="black" if value > 0.5 else "white")
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)], fontsize=LABEL_SIZE)
+    ax.set_yticks(range(n_layers), [str(layer) for layer in range(n_layers)], fontsize=LABEL_SIZE)
     ax.set(title=title, xlabel="head", ylabel="layer")
-    ax.figure.colorbar(image, ax=ax, label=label)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=label)
     return ax
 
 
@@ -476,28 +484,37 @@ def layer_head_grid(
     attentions: Sequence[torch.Tensor],
     batch: int = 0,
     title: str = "attention weights of every layer and head",
+    tokens: int | None = None,
 ) -> Figure:
-    """Every head of every layer as a small heat map (rows: layers, columns: heads)."""
+    """Every head of every layer as a small heat map (rows: layers, columns: heads).
+
+    tokens, when given, keeps only the first `tokens` queries and keys, so that each small map
+    stays readable. All maps share one colour bar from 0 to 1.
+    """
     if not attentions:
         raise ValueError("layer_head_grid needs the attention weights of at least one layer.")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
+                               or tokens < 1):
+        raise ValueError(f"tokens must be None or an int >= 1, got {tokens!r}.")
     n_layers, n_heads = len(attentions), attentions[0].shape[1]
-    fig = Figure(figsize=(1.8 * n_heads + 1, 1.7 * n_layers + 0.6))
+    fig = Figure(figsize=(2.2 * n_heads + 1, 2.1 * n_layers + 0.6))
     axes = fig.subplots(n_layers, n_heads, squeeze=False)
     image = None
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
-            one = attentions[layer][batch, head].detach().float().cpu()
+            one = attentions[layer][batch, head].detach().float().cpu()[:tokens, :tokens]
             image = ax.imshow(one.numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"layer {layer}, head {head}", fontsize=8)
+            ticks = list(range(0, one.shape[1], 5))
+            ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=LABEL_SIZE)
+            ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=LABEL_SIZE)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=LABEL_SIZE)
             if head == 0:
-                ax.set_ylabel("query", fontsize=8)
+                ax.set_ylabel("query", fontsize=LABEL_SIZE)
             if layer == n_layers - 1:
-                ax.set_xlabel("key", fontsize=8)
+                ax.set_xlabel("key", fontsize=LABEL_SIZE)
     fig.colorbar(image, ax=axes.ravel().tolist(), label=WEIGHT_LABEL, shrink=0.8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -509,31 +526,44 @@ def head_picker_figure(
     labels: Sequence[str] | None = None,
     highlight: Sequence[int] = (),
     batch: int = 0,
+    window: int = 20,
 ) -> Figure:
-    """The head picker's picture: one head's heat map, and the weights of one query as bars.
+    """The head picker's picture: one head's heat map near the query, and the query's weights.
 
-    The chosen query's row is marked on the heat map; bars for the keys in `highlight` (e.g. the
-    first mention of a name) are drawn in red.
+    The heat map shows the `window` tokens that end at the chosen query (or the first `window`
+    tokens), on a fixed 0..1 colour scale, with the query's row marked. The bars show the
+    weights of the query on every key it can see; keys in `highlight` (e.g. the first mention
+    of a name) are red.
     """
     one = _one_head(attentions, layer, head, batch)
     if not 0 <= query < one.shape[0]:
         raise ValueError(f"query must be in 0 .. {one.shape[0] - 1}, got {query}.")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int >= 2, got {window!r}.")
     keys = _tick_labels(labels, one.shape[1], "keys")
-    size = 8 if one.shape[1] <= 16 else 6 if one.shape[1] <= 40 else 5
-    fig = Figure(figsize=(10, 4.8))
-    map_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    attention_heatmap(one, labels, labels, ax=map_ax, title=f"layer {layer}, head {head}",
-                      colorbar=False)
-    map_ax.tick_params(labelsize=size)
-    map_ax.axhline(query, color="tab:red", linewidth=0.8)
-    visible = query + 1 if one.shape[0] == one.shape[1] else one.shape[1]
+    square = one.shape[0] == one.shape[1]
+    start = max(0, min(query + 1, one.shape[1]) - window) if square else 0
+    stop = min(start + window, one.shape[1])
+    fig = Figure(figsize=(13, 5.2))
+    map_ax, bar_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.7]})
+    rows = range(start, stop) if square else range(one.shape[0])
+    image = map_ax.imshow(one[rows.start:rows.stop, start:stop].numpy(), cmap="viridis",
+                          vmin=0.0, vmax=1.0)
+    map_ax.set_xticks(range(stop - start), keys[start:stop], rotation=90, fontsize=LABEL_SIZE)
+    query_names = keys if square else [str(r) for r in range(one.shape[0])]
+    map_ax.set_yticks(range(len(rows)), [query_names[r] for r in rows], fontsize=LABEL_SIZE)
+    map_ax.set(title=f"layer {layer}, head {head}", xlabel=KEY_AXIS, ylabel=QUERY_AXIS)
+    if query in rows:
+        map_ax.axhline(query - rows.start, color="tab:red", linewidth=1.0)
+    fig.colorbar(image, ax=map_ax, label=WEIGHT_LABEL, shrink=0.8)
+    visible = query + 1 if square else one.shape[1]
     marked = {int(k) for k in highlight}
     colors = ["tab:red" if k in marked else "tab:blue" for k in range(visible)]
     bar_ax.bar(range(visible), one[query, :visible].numpy(), color=colors)
-    bar_ax.set_xticks(range(visible), keys[:visible], rotation=90, fontsize=size)
+    bar_ax.set_xticks(range(visible), keys[:visible], rotation=90, fontsize=LABEL_SIZE)
     bar_ax.set(title=f"what query {keys[query]} looks at (red: highlighted keys)",
                xlabel=KEY_AXIS, ylabel=WEIGHT_LABEL, ylim=(0, 1))
-    bar_ax.title.set_fontsize(9)
+    bar_ax.title.set_fontsize(10)
     fig.tight_layout()
     return fig
 
@@ -543,6 +573,8 @@ def head_picker_figure(
 
 
 SAMPLED_COLOR = "tab:red"
+KEPT_COLOR = "tab:blue"
+REMOVED_HATCH = "///"
 
 
 def sampling_figure(
@@ -552,16 +584,19 @@ def sampling_figure(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
-    n_show: int = 12,
+    n_show: int = 30,
 ) -> tuple[Figure, int]:
     """The sampling explorer's picture, and the id it draws.
 
-    logits is one row (V,) of next-token logits and labels names each of the V ids. The figure
-    shows the n_show tokens that are most likely at temperature 1 with no filter (grey), and
-    their probability after temperature, top-k and top-p (`generate.next_token_distribution`;
-    blue, 0 for a removed token). One id is drawn from the filtered distribution with
-    torch.multinomial and a generator seeded with `seed`; its bar is red, and it is added at
-    the right end when it is not among the n_show shown. Returns (figure, drawn id).
+    logits is one row (V,) of next-token logits and labels names each of the V ids. The upper
+    panel shows the n_show most likely tokens, most likely first, with their probability after
+    the temperature: kept tokens in blue, tokens that top-k or top-p removes hatched, and a
+    black tick at each kept token's probability after renormalising
+    (`generate.next_token_distribution`). The lower panel shows the cumulative probability that
+    top-p reads (after temperature and top-k), with a horizontal line at p and a vertical line
+    after rank k. One id is drawn from the filtered distribution with torch.multinomial and a
+    generator seeded with `seed`; its bar is red, and it is added at the right end when it is
+    not among the n_show shown. Returns (figure, drawn id).
     """
     if logits.dim() != 1:
         raise ValueError(
@@ -574,38 +609,59 @@ def sampling_figure(
     if isinstance(n_show, bool) or not isinstance(n_show, int) or n_show < 1:
         raise ValueError(f"n_show must be an int >= 1, got {n_show!r}.")
     row = logits.detach().float().cpu()
-    before = torch.softmax(row, dim=-1)
+    tempered = next_token_distribution(row, temperature)  # checks the three settings
+    seen_by_top_p = next_token_distribution(row, temperature, top_k)
     after = next_token_distribution(row, temperature, top_k, top_p)
     generator = torch.Generator().manual_seed(seed)
     drawn = int(torch.multinomial(after, 1, generator=generator))
 
-    order = torch.sort(before, descending=True, stable=True).indices.tolist()
+    order = torch.sort(row, descending=True, stable=True).indices.tolist()
     shown = order[: min(n_show, vocab)]
     if drawn not in shown:
         shown.append(drawn)
-    x = torch.arange(len(shown), dtype=torch.float)
+    x = list(range(len(shown)))
     kept = int((after > 0).sum())
+    n_ranked = min(n_show, vocab)  # the drawn token added at the end is not in rank order
+    cumulative = seen_by_top_p[order].cumsum(dim=0)[:n_ranked]
 
-    fig = Figure(figsize=(8, 3.4))
-    ax = fig.subplots()
-    ax.bar(x - 0.2, before[shown].numpy(), width=0.4, color="lightgrey",
-           label="model (T = 1, no filter)")
-    colors = [SAMPLED_COLOR if i == drawn else "tab:blue" for i in shown]
-    ax.bar(x + 0.2, after[shown].numpy(), width=0.4, color=colors,
-           label="after temperature, top-k, top-p")
-    ax.set_xticks(x.tolist(), [labels[i] for i in shown], rotation=45, ha="right", fontsize=8)
+    fig = Figure(figsize=(10, 5.6))
+    bar_ax, cum_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for position, token in zip(x, shown, strict=True):
+        removed = bool(after[token] == 0)
+        bar_ax.bar(position, float(tempered[token]), width=0.8,
+                   color="white" if removed else SAMPLED_COLOR if token == drawn else KEPT_COLOR,
+                   edgecolor="grey" if removed else "none",
+                   hatch=REMOVED_HATCH if removed else None)
+    kept_x = [position for position, token in zip(x, shown, strict=True) if after[token] > 0]
+    bar_ax.plot(kept_x, [float(after[shown[position]]) for position in kept_x], "_",
+                color="black", markersize=12, markeredgewidth=2, label="after renormalising")
     k_text = "off" if top_k is None else str(top_k)
     p_text = "off" if top_p is None else f"{top_p:g}"
-    ax.set(
+    bar_ax.set(
         title=(f"T = {temperature:g}, top-k {k_text}, top-p {p_text}: {kept} of {vocab} tokens "
                f"kept; sampled {labels[drawn]}"),
-        xlabel="next token (most likely first, at T = 1)",
-        ylabel="probability",
-        ylim=(0, min(1.05, 1.25 * max(float(before[shown].max()), float(after[shown].max())))),
+        ylabel=f"probability at T = {temperature:g}",
+        ylim=(0, min(1.05, 1.2 * max(float(tempered[shown].max()), float(after[shown].max())))),
     )
-    ax.title.set_fontsize(9)
-    handles, _ = ax.get_legend_handles_labels()
-    handles.append(Patch(color=SAMPLED_COLOR, label="the sampled token"))
-    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    bar_ax.title.set_fontsize(10)
+    handles, _ = bar_ax.get_legend_handles_labels()
+    handles = [Patch(color=KEPT_COLOR, label="kept"),
+               Patch(facecolor="white", edgecolor="grey", hatch=REMOVED_HATCH,
+                     label="removed by top-k or top-p"),
+               Patch(color=SAMPLED_COLOR, label="the sampled token"), *handles]
+    bar_ax.legend(handles=handles, fontsize=9, loc="upper right")
+
+    cum_ax.plot(x[:n_ranked], cumulative.tolist(), "o-", color="black", markersize=3,
+                label="cumulative probability (after temperature and top-k)")
+    if top_p is not None:
+        cum_ax.axhline(top_p, color="tab:green", linestyle="--", label=f"top-p: p = {top_p:g}")
+    if top_k is not None and top_k < len(x):
+        for ax in (bar_ax, cum_ax):
+            ax.axvline(top_k - 0.5, color="tab:purple", linestyle=":", linewidth=1.5,
+                       label=f"top-k: the first k = {top_k} tokens" if ax is cum_ax else None)
+    cum_ax.set(xlabel="next token (most likely first)", ylabel="cumulative probability",
+               ylim=(0, 1.05))
+    cum_ax.legend(fontsize=9, loc="lower right")
+    cum_ax.set_xticks(x, [labels[i] for i in shown], rotation=90, fontsize=9)
     fig.tight_layout()
     return fig, drawn

@@ -344,6 +344,17 @@ def test_head_scores_heatmap_shows_every_value():
         viz.head_scores_heatmap(torch.zeros(3))
 
 
+def test_head_scores_heatmap_uses_a_fixed_0_to_1_scale_and_readable_labels():
+    small = torch.tensor([[0.02, 0.08], [0.05, 0.01]])  # a map whose largest value is 0.08
+    fig, (ax1, ax2) = plt.subplots(1, 2)
+    viz.head_scores_heatmap(small, ax=ax1, colorbar=False)
+    viz.head_scores_heatmap(torch.tensor([[0.9, 0.2]]), ax=ax2)
+    assert ax1.images[0].get_clim() == ax2.images[0].get_clim() == (0.0, 1.0)
+    assert len(fig.axes) == 3  # two maps, one shared colour bar
+    assert {t.get_color() for t in ax1.texts} == {"white"}  # small values on a dark cell
+    assert all(t.get_fontsize() >= 9 for t in ax1.texts + ax1.get_xticklabels())
+
+
 def attentions_for(batch: int = 1, layers: int = 2, heads: int = 3, seq: int = 5) -> list:
     gen = torch.Generator().manual_seed(0)
     return [torch.softmax(torch.randn(batch, heads, seq, seq, generator=gen) + causal_mask(seq), -1)
@@ -360,6 +371,19 @@ def test_layer_head_grid_has_one_panel_per_head():
     assert not plt.get_fignums()  # built without pyplot
     with pytest.raises(ValueError, match="at least one layer"):
         viz.layer_head_grid([])
+
+
+def test_layer_head_grid_zooms_to_the_first_tokens_on_one_0_to_1_scale():
+    attentions = attentions_for(seq=30)
+    fig = viz.layer_head_grid(attentions, tokens=20)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert all(ax.images[0].get_array().shape == (20, 20) for ax in panels)
+    assert {ax.images[0].get_clim() for ax in panels} == {(0.0, 1.0)}
+    torch.testing.assert_close(torch.as_tensor(panels[4].images[0].get_array().data),
+                               attentions[1][0, 1, :20, :20])
+    assert len(fig.axes) == len(panels) + 1  # one shared colour bar
+    with pytest.raises(ValueError, match="tokens must be"):
+        viz.layer_head_grid(attentions, tokens=0)
 
 
 def test_head_picker_figure_draws_the_chosen_query():
@@ -380,7 +404,24 @@ def test_head_picker_figure_draws_the_chosen_query():
     assert bar_ax.get_ylabel() == "attention weight" and bar_ax.get_xlabel() == viz.KEY_AXIS
     assert not plt.get_fignums()
     for bad, message in [({"layer": 2}, "layer must"), ({"head": 3}, "head must"),
-                         ({"query": 5}, "query must")]:
+                         ({"query": 5}, "query must"), ({"window": 1}, "window must")]:
         kwargs = {"layer": 0, "head": 0, "query": 0, **bad}
         with pytest.raises(ValueError, match=message):
             viz.head_picker_figure(attentions, **kwargs)
+
+
+def test_head_picker_zooms_the_map_to_the_window_that_ends_at_the_query():
+    attentions = attentions_for(seq=47)
+    labels = [f"w{i}" for i in range(47)]
+    fig = viz.head_picker_figure(attentions, layer=0, head=1, query=32, labels=labels,
+                                 highlight=[4, 5])
+    map_ax, bar_ax = fig.axes[:2]
+    torch.testing.assert_close(torch.as_tensor(map_ax.images[0].get_array().data),
+                               attentions[0][0, 1, 13:33, 13:33])  # 20 tokens, 13..32
+    assert map_ax.images[0].get_clim() == (0.0, 1.0)
+    assert [t.get_text() for t in map_ax.get_xticklabels()][-1] == "32: w32"
+    assert len(bar_ax.patches) == 33  # every key the query can see
+    labels_shown = map_ax.get_xticklabels() + map_ax.get_yticklabels() + bar_ax.get_xticklabels()
+    assert min(t.get_fontsize() for t in labels_shown) >= 9
+    early = viz.head_picker_figure(attentions, layer=0, head=1, query=3, labels=labels)
+    assert early.axes[0].images[0].get_array().shape == (20, 20)  # the first 20 tokens
