@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from torch import nn
 
 from .generate import next_token_distribution
@@ -38,6 +38,29 @@ def _tick_labels(labels: Sequence[str] | None, size: int, what: str) -> list[str
     return [f"{i}: {label}" for i, label in enumerate(labels)]
 
 
+MASKED_LABEL = "masked (future)"
+MASKED_STYLE = {"facecolor": "lightgrey", "edgecolor": "grey", "hatch": "///", "linewidth": 0.0}
+
+
+def masked_patch() -> Patch:
+    """The legend entry for masked cells, drawn as in attention_heatmap."""
+    return Patch(label=MASKED_LABEL, **MASKED_STYLE)
+
+
+def _hidden_cells(mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+    """Boolean (queries, keys): True where an additive mask is -inf (or a bool mask is True)."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} but the weights have shape {tuple(shape)}; "
+            f"pass the additive mask of these queries and keys, e.g. causal_mask(n)."
+        )
+    if mask.dtype == torch.bool:
+        return mask.cpu()
+    return torch.isneginf(mask).cpu()
+
+
 def attention_heatmap(
     weights: torch.Tensor,
     query_labels: Sequence[str] | None = None,
@@ -45,8 +68,14 @@ def attention_heatmap(
     ax: Axes | None = None,
     title: str = "attention weights",
     colorbar: bool = True,
+    mask: torch.Tensor | None = None,
+    legend: bool = True,
 ) -> Axes:
-    """Draw attention weights (queries, keys) as a heat map with token labels; return the Axes."""
+    """Draw attention weights (queries, keys) as a heat map with token labels; return the Axes.
+
+    With `mask` (the additive mask, -inf where a key is hidden), hidden cells are drawn grey and
+    hatched, so that they do not look like a weight of 0 that the model chose.
+    """
     if weights.dim() != 2:
         raise ValueError(
             f"attention_heatmap expects weights of shape (queries, keys), got "
@@ -57,11 +86,17 @@ def attention_heatmap(
         key_labels = query_labels  # self-attention: the same tokens on both axes
     rows = _tick_labels(query_labels, n_queries, "queries")
     cols = _tick_labels(key_labels, n_keys, "keys")
+    hidden = _hidden_cells(mask, weights.shape)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.6))
     image = ax.imshow(
         weights.detach().float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0
     )
+    if hidden is not None:
+        for i, j in hidden.nonzero().tolist():
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, **MASKED_STYLE))
+        if legend and hidden.any():
+            ax.legend(handles=[masked_patch()], loc="upper right", fontsize=7, framealpha=1.0)
     ax.set_xticks(range(n_keys), cols, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n_queries), rows, fontsize=8)
     ax.set(title=title, xlabel=KEY_AXIS, ylabel=QUERY_AXIS)
@@ -125,10 +160,14 @@ def rotate_2d_demo(position: int, theta: float, head_dim: int, pair: int) -> Rot
 def rope_rotation_figure(
     position: int, theta: float = 10000.0, head_dim: int = 64, pair: int = 0
 ) -> Figure:
-    """The RoPE slider's picture: one pair turning on a circle, and every pair's angle."""
+    """One pair turning on its circle (left), and every pair at `position` as a clock hand (right).
+
+    On the right, pair i sits on a ring of radius growing with i (inner rings: fast pairs), at its
+    angle position * omega_i; the chosen pair is circled in red.
+    """
     demo = rotate_2d_demo(position, theta, head_dim, pair)
-    fig = Figure(figsize=(8, 3.4))
-    circle_ax, bars_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.5]})
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    circle_ax, pairs_ax = fig.subplots(1, 2)
 
     t = torch.linspace(0, 2 * math.pi, 200)
     circle_ax.plot(t.cos(), t.sin(), color="lightgrey", linewidth=1)
@@ -148,14 +187,54 @@ def rope_rotation_figure(
     )
     circle_ax.legend(loc="lower left", fontsize=7)
 
-    angles = (position * rope_frequencies(head_dim, theta).double()) % (2 * math.pi)
-    colors = ["tab:red" if i == pair else "tab:blue" for i in range(head_dim // 2)]
-    bars_ax.bar(range(head_dim // 2), angles.numpy(), color=colors)
-    bars_ax.set(
-        title=f"angle of every pair at position {position}, theta={theta:g}",
-        xlabel="pair index i", ylabel="angle mod 2π (radians)", ylim=(0, 2 * math.pi),
+    n_pairs = head_dim // 2
+    angles = position * rope_frequencies(head_dim, theta).double()
+    radius = 0.25 + 0.75 * torch.arange(n_pairs, dtype=torch.float64) / max(n_pairs - 1, 1)
+    for r in radius.tolist():
+        pairs_ax.plot(r * t.cos(), r * t.sin(), color="#e4e4e4", linewidth=0.6, zorder=0)
+    pairs_ax.plot([0, 1.05], [0, 0], color="grey", linestyle=":", linewidth=1,
+                  label="angle 0 (position 0)")
+    points = pairs_ax.scatter(
+        (radius * angles.cos()).numpy(), (radius * angles.sin()).numpy(),
+        c=range(n_pairs), cmap="viridis", s=18, zorder=2,
     )
-    fig.tight_layout()
+    chosen_x, chosen_y = radius[pair] * angles[pair].cos(), radius[pair] * angles[pair].sin()
+    pairs_ax.scatter([float(chosen_x)], [float(chosen_y)],
+                     s=90, facecolors="none", edgecolors="tab:red", linewidths=1.5, zorder=3,
+                     label=f"pair {pair}")
+    fig.colorbar(points, ax=pairs_ax, label="pair index i (inner ring: fast)", shrink=0.9)
+    pairs_ax.set(
+        title=f"all {n_pairs} pairs at position {position}, theta={theta:g}",
+        xlabel="cos(position · ω_i)", ylabel="sin(position · ω_i)",
+        xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal",
+    )
+    pairs_ax.title.set_fontsize(10)
+    pairs_ax.legend(loc="lower left", fontsize=7)
+    return fig
+
+
+def rope_score_figure(
+    theta: float = 10000.0,
+    head_dim: int = 128,
+    max_distance: int = 5000,
+    reference_theta: float = 10000.0,
+) -> Figure:
+    """The RoPE slider's picture: the score of q = k = all ones against their distance."""
+    scores = rope_scores_by_distance(head_dim, theta, max_distance)
+    reference = rope_scores_by_distance(head_dim, reference_theta, max_distance)
+    distance = torch.arange(1, max_distance + 1)
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(distance, reference[1:], color="lightgrey", linewidth=0.8,
+            label=f"theta = {reference_theta:,.0f} (reference)")
+    ax.plot(distance, scores[1:], color="tab:blue", linewidth=0.8, label=f"theta = {theta:,.0f}")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set(
+        xscale="log", ylim=(-0.35 * head_dim, 1.05 * head_dim),
+        title=f"RoPE score of q = k = all ones, head_dim {head_dim} ({head_dim} at distance 0)",
+        xlabel="distance m - n (tokens, log scale)", ylabel="score q·k (unitless)",
+    )
+    ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
@@ -163,24 +242,35 @@ def attention_grid(
     weights: torch.Tensor,
     labels: Sequence[str] | None = None,
     title: str = "attention weights of every head",
+    mask: torch.Tensor | None = None,
 ) -> Figure:
-    """One small heat map per head for weights (heads, queries, keys), on a shared colour scale."""
+    """One small heat map per head for weights (heads, queries, keys), on a shared colour scale.
+
+    With `mask` (additive, shape (queries, keys)), hidden cells are grey and hatched in every map.
+    """
     if weights.dim() != 3:
         raise ValueError(
             f"attention_grid expects weights of shape (heads, queries, keys), got "
             f"{tuple(weights.shape)}; pick one batch entry first, e.g. w[0]."
         )
     n_heads = weights.shape[0]
-    fig = Figure(figsize=(1.9 * n_heads + 1, 2.9))
+    fig = Figure(figsize=(2.2 * n_heads + 1.4, 3.4), layout="constrained")
     axes = fig.subplots(1, n_heads, squeeze=False)[0]
     for head, ax in enumerate(axes):
         attention_heatmap(weights[head], labels, labels, ax=ax, title=f"head {head}",
-                          colorbar=False)
+                          colorbar=False, mask=mask, legend=False)
+        ax.set_xlabel("")  # one shared x label below the row, so that they do not overlap
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("center")
         if head:
             ax.set_ylabel("")
             ax.set_yticklabels([])
     image = axes[0].images[0]
     fig.colorbar(image, ax=list(axes), label=WEIGHT_LABEL, shrink=0.9)
+    fig.supxlabel(KEY_AXIS, fontsize=10)
+    if mask is not None and bool(_hidden_cells(mask, weights.shape[1:]).any()):
+        fig.legend(handles=[masked_patch()], loc="upper right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -201,29 +291,6 @@ def _one_head(
         raise ValueError(f"head must be in 0 .. {weights.shape[1] - 1}, got {head}.")
     one = weights[batch, head].detach().float().cpu()
     return one
-
-
-def attention_browser_figure(
-    attentions: Sequence[torch.Tensor],
-    layer: int,
-    head: int,
-    labels: Sequence[str] | None = None,
-    batch: int = 0,
-) -> Figure:
-    """The layer/head browser's picture: one head's heat map and what the last token looks at."""
-    one = _one_head(attentions, layer, head, batch)
-    fig = Figure(figsize=(8, 3.4))
-    map_ax, bar_ax = fig.subplots(1, 2)
-    attention_heatmap(one, labels, labels, ax=map_ax, title=f"layer {layer}, head {head}")
-    keys = _tick_labels(labels, one.shape[1], "keys")
-    bar_ax.bar(range(one.shape[1]), one[-1].numpy(), color="tab:orange")
-    bar_ax.set_xticks(range(one.shape[1]), keys, rotation=60, ha="right", fontsize=8)
-    bar_ax.set(
-        title=f"what the last query ({keys[-1]}) looks at",
-        xlabel=KEY_AXIS, ylabel=WEIGHT_LABEL, ylim=(0, 1),
-    )
-    fig.tight_layout()
-    return fig
 
 
 # --- looking inside a trained model (chapter 11) ----------------------------------------------

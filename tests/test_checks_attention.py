@@ -1,4 +1,4 @@
-"""checks.attention_module: the chapter 04 capstone (Llama's attention module with a KV cache)."""
+"""checks.attention_module: the chapter 05 capstone (attention with RoPE, GQA and a KV cache)."""
 
 import math
 import time

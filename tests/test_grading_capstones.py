@@ -1,4 +1,4 @@
-"""`llama-edu grade` on the capstones of chapters 04, 08, 09 and 10 (01 has its own file): the
+"""`llama-edu grade` on the capstones of chapters 05, 08, 09 and 10 (01 has its own file): the
 instructor's solution passes, a typical mistake fails with its name, a stub is not attempted.
 
 Each submission holds the chapter's import cell and the capstone cell, taken from the instructor
@@ -22,7 +22,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # fragment of the message that names that mistake.
 CAPSTONES = [
     (
-        "04_attention.ipynb",
+        "05_positions.ipynb",
         "attention_module",
         (
             "q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)",

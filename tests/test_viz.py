@@ -128,14 +128,32 @@ def test_rotate_2d_demo_rejects_bad_arguments():
 def test_rope_rotation_figure_has_labelled_panels():
     fig = viz.rope_rotation_figure(position=5, theta=500000.0, head_dim=16, pair=2)
     assert isinstance(fig, Figure) and not plt.get_fignums()  # not registered with pyplot
-    circle, bars = fig.axes
+    circle, pairs = fig.axes[0], fig.axes[1]
     assert "position 5" in circle.get_title() and "pair 2" in circle.get_title()
     assert circle.get_xlabel() and circle.get_ylabel()
-    assert "theta=500000" in bars.get_title()
-    assert bars.get_xlabel() == "pair index i" and "radians" in bars.get_ylabel()
-    heights = [patch.get_height() for patch in bars.patches]
+    assert "theta=500000" in pairs.get_title() and "all 8 pairs" in pairs.get_title()
+    assert pairs.get_xlabel() and pairs.get_ylabel()
+    # every pair is one point at the angle position * omega_i, on a ring that grows with i
+    points = torch.as_tensor(pairs.collections[0].get_offsets().data)
+    assert points.shape == (8, 2)
+    angles = torch.atan2(points[:, 1], points[:, 0]) % (2 * math.pi)
     expected = (5 * rope_frequencies(16, 500000.0).double()) % (2 * math.pi)
-    assert heights == pytest.approx(expected.tolist(), rel=1e-6)
+    torch.testing.assert_close(angles.double(), expected, atol=1e-5, rtol=0)
+    radii = points.norm(dim=-1)
+    assert torch.all(radii[1:] > radii[:-1])  # inner ring: pair 0, the fastest
+    assert fig.axes[-1].get_ylabel().startswith("pair index")  # the colour bar
+
+
+def test_rope_score_figure_redraws_the_score_for_theta():
+    fig = viz.rope_score_figure(theta=500000.0, head_dim=16, max_distance=40)
+    assert isinstance(fig, Figure) and not plt.get_fignums()
+    (ax,) = fig.axes
+    reference, chosen = ax.lines[0], ax.lines[1]
+    assert chosen.get_label() == "theta = 500,000" and "10,000" in reference.get_label()
+    expected = viz.rope_scores_by_distance(16, 500000.0, 40)[1:]
+    torch.testing.assert_close(torch.as_tensor(chosen.get_ydata()), expected)
+    assert list(chosen.get_xdata()) == list(range(1, 41))
+    assert "distance" in ax.get_xlabel() and "score" in ax.get_ylabel()
 
 
 # --- attention of every head, and the layer/head browser ------------------------------------
@@ -157,23 +175,45 @@ def test_attention_grid_draws_one_map_per_head():
     heat_maps = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title() for ax in heat_maps] == ["head 0", "head 1", "head 2", "head 3"]
     assert len(fig.axes) == 5 and fig.axes[-1].get_ylabel() == "attention weight"
+    # one shared x label under the row instead of one per map (they overlapped)
+    assert all(ax.get_xlabel() == "" for ax in heat_maps)
+    assert fig.get_supxlabel() == "key position (token)"
+    assert not fig.legends  # no mask given, nothing is marked as masked
     with pytest.raises(ValueError, match="heads, queries, keys"):
         viz.attention_grid(weights)
 
 
-def test_attention_browser_shows_the_chosen_layer_and_head():
-    attentions = [small_attention_weights(), small_attention_weights().flip(1)]
-    fig = viz.attention_browser_figure(attentions, layer=1, head=2, labels=WORDS)
-    heat, bars = fig.axes[0], fig.axes[1]
-    assert heat.get_title() == "layer 1, head 2"
-    torch.testing.assert_close(torch.as_tensor(heat.images[0].get_array().data),
-                               attentions[1][0, 2])
-    heights = torch.tensor([patch.get_height() for patch in bars.patches], dtype=torch.float32)
-    torch.testing.assert_close(heights, attentions[1][0, 2, -1])
-    assert "3: down" in bars.get_title() and bars.get_ylabel() == "attention weight"
+def hatched_cells(ax) -> set[tuple[int, int]]:
+    """(query, key) of every hatched rectangle drawn on a heat map."""
+    return {
+        (round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in ax.patches if p.get_hatch()
+    }
 
 
-@pytest.mark.parametrize(("layer", "head", "match"), [(2, 0, "layer"), (0, 4, "head")])
-def test_attention_browser_rejects_out_of_range_choices(layer, head, match):
-    with pytest.raises(ValueError, match=match):
-        viz.attention_browser_figure([small_attention_weights()] * 2, layer, head)
+def test_masked_cells_are_hatched_not_drawn_as_zero_weight():
+    weights = causal_weights()
+    ax = viz.attention_heatmap(weights, WORDS, mask=causal_mask(4))
+    future = {(i, j) for i in range(4) for j in range(4) if j > i}
+    assert hatched_cells(ax) == future
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["masked (future)"]
+    # a boolean mask works too; without a mask nothing is hatched and there is no legend
+    ax2 = viz.attention_heatmap(weights, WORDS, mask=causal_mask(4).isinf(), colorbar=False)
+    assert hatched_cells(ax2) == future
+    ax3 = viz.attention_heatmap(weights, WORDS, colorbar=False)
+    assert hatched_cells(ax3) == set() and ax3.get_legend() is None
+
+
+def test_masked_cells_with_a_kv_cache_and_a_wrong_mask_shape():
+    weights = torch.softmax(causal_mask(2, start_pos=3), dim=-1)  # 2 new queries, 5 keys
+    ax = viz.attention_heatmap(weights, mask=causal_mask(2, start_pos=3), colorbar=False)
+    assert hatched_cells(ax) == {(0, 4)}
+    with pytest.raises(ValueError, match="mask has shape"):
+        viz.attention_heatmap(weights, mask=causal_mask(5))
+
+
+def test_attention_grid_hatches_masked_cells_in_every_map():
+    weights = small_attention_weights()[0]
+    fig = viz.attention_grid(weights, WORDS, mask=causal_mask(4))
+    heat_maps = [ax for ax in fig.axes if ax.images]
+    assert all(len(hatched_cells(ax)) == 6 for ax in heat_maps)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["masked (future)"]
