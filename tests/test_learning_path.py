@@ -36,6 +36,7 @@ MODULE_HOME = {
 }
 NAME_HOME = {
     ("model", "ModelArgs"): 3,  # the sizes of real models, read from a dataclass
+    ("model", "PRESETS"): 3,
     # 03 and 07 show the share of the embeddings / norms in real models with the library's
     # counter; chapter 08 derives the count (exercise 8.3).
     ("model", "count_params"): 3,
