@@ -89,6 +89,9 @@ TERMS: tuple[Term, ...] = (
     _t("Batch", "批次", 1,
        "The group of sequences used together in one training step.",
        "一次训练更新中一起使用的一组序列。"),
+    _t("Learning rate", "学习率", 1,
+       "The factor that sets the size of each update step.",
+       "决定每一步更新幅度的系数。"),
     # --- 02 tokenization ----------------------------------------------------------------------
     _t("Token", "词元", 2,
        "One unit of text (a word, a piece of a word, a character or a byte) that the model "
@@ -361,9 +364,6 @@ TERMS: tuple[Term, ...] = (
        "The first and largest training stage: next-token prediction on a large amount of text "
        "without labels.",
        "第一个也是规模最大的训练阶段：在大量无标注文本上做下一个词元预测。"),
-    _t("Learning rate", "学习率", 9,
-       "The factor that sets the size of each update step.",
-       "决定每一步更新幅度的系数。"),
     _t("Learning-rate warm-up", "学习率预热", 9,
        "Raising the learning rate from zero during the first steps of training (2000 steps for "
        "LLaMA 1).",
