@@ -628,8 +628,12 @@ def train(
     overwrite: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    callback_every: int | None = None,
 ) -> TrainResult:
     """Train a Llama on cfg.corpus, checkpointing into out_dir; Ctrl-C saves and stops cleanly.
+
+    callback receives the record of every evaluation (it has "val_loss"), and with
+    callback_every=n also the record of every n-th step (n=1: every step), for a live plot.
 
     A new run is prepared in a staging folder next to out_dir (corpus read, tokenizer trained,
     config written) before anything in out_dir is touched; overwrite=True replaces only a run
@@ -641,6 +645,10 @@ def train(
         raise ValueError(
             "resume=True and overwrite=True contradict each other: pass resume (--resume) to "
             "continue the run in the folder, or overwrite (--overwrite) to start it anew."
+        )
+    if callback_every is not None and (isinstance(callback_every, bool) or callback_every < 1):
+        raise ValueError(
+            f"callback_every must be a whole number of steps >= 1, or None, got {callback_every!r}."
         )
     rank, world = _distributed()
     if cfg.batch_size % world:
@@ -764,7 +772,8 @@ def train(
                 state["history"].append(record)
                 step += 1
                 updating = False
-                if evaluated and callback is not None and rank == 0:
+                wanted = evaluated or (callback_every is not None and step % callback_every == 0)
+                if wanted and callback is not None and rank == 0:
                     callback(record)
                 if bar is not None:
                     bar.update(1)

@@ -3,20 +3,23 @@ sampling, and what a trained model has learned (copying heads, the logit lens, P
 
 Every function here is pure: it takes numbers or tensors and returns data, an Axes or a Figure.
 Functions that return a whole `Figure` build it without pyplot, so that an ipywidgets
-`interactive` shows each figure exactly once and nothing is left open in pyplot.
+`interactive` shows each figure exactly once and nothing is left open in pyplot. The one
+exception is `LiveLossPlot`, the training callback that keeps the curve it has drawn so far.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from torch import nn
@@ -732,3 +735,80 @@ def sampling_figure(
     cum_ax.set_xticks(x, [labels[i] for i in shown], rotation=90, fontsize=9)
     fig.tight_layout()
     return fig, drawn
+
+
+class LiveLossPlot:
+    """A loss curve for `train(callback=...)` that redraws every `every` steps, in milliseconds.
+
+    The axes are fixed in advance (steps 0 to max_steps, loss 0 to max_loss), so a redraw only
+    paints the two lines onto the saved background (blitting) and encodes a PNG; a full
+    matplotlib draw of the figure would cost about ten times more and slow training down.
+    """
+
+    def __init__(
+        self,
+        max_steps: int,
+        max_loss: float,
+        every: int = 10,
+        reference: float | None = None,
+        reference_label: str = "",
+    ) -> None:
+        if max_steps < 1 or every < 1 or not max_loss > 0:
+            raise ValueError(
+                f"need max_steps >= 1, every >= 1 and max_loss > 0, got {max_steps}, {every} "
+                f"and {max_loss}."
+            )
+        self.every = every
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_losses: list[float] = []
+        self.redraws = 0
+        self.figure = Figure(figsize=(8, 3))
+        FigureCanvasAgg(self.figure)
+        self._ax = self.figure.subplots()
+        if reference is not None:
+            self._ax.axhline(reference, color="grey", ls=":", lw=1, label=reference_label)
+        (self._train_line,) = self._ax.plot([], [], lw=1, label="training batch (every step)")
+        (self._val_line,) = self._ax.plot([], [], "s-", label="validation")
+        self._ax.set(xlim=(0, max_steps), ylim=(0, max_loss), title="loss while training",
+                     xlabel="optimiser step", ylabel="loss (nats per token)")
+        self._ax.legend(loc="upper right", fontsize=8)
+        self.figure.tight_layout()
+        self.figure.canvas.draw()
+        self._background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+        self._png = self._render()
+
+    def __call__(self, record: Mapping[str, float]) -> bool:
+        """Add one record of `train`; redraw at every `every`-th step and at every evaluation."""
+        step = int(record["step"])
+        self.steps.append(step)
+        self.losses.append(float(record["train_loss"]))
+        evaluated = "val_loss" in record
+        if evaluated:
+            self.val_steps.append(step)
+            self.val_losses.append(float(record["val_loss"]))
+        if step % self.every and not evaluated:
+            return False
+        self._train_line.set_data(self.steps, self.losses)
+        self._val_line.set_data(self.val_steps, self.val_losses)
+        self._png = self._render()
+        self.redraws += 1
+        return True
+
+    def png(self) -> bytes:
+        """The PNG of the last redraw."""
+        return self._png
+
+    def _render(self) -> bytes:
+        from PIL import Image
+
+        canvas = self.figure.canvas
+        canvas.restore_region(self._background)
+        self._ax.draw_artist(self._train_line)
+        self._ax.draw_artist(self._val_line)
+        size = canvas.get_width_height()
+        image = Image.frombuffer("RGBA", size, canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="png", compress_level=1)
+        return out.getvalue()

@@ -219,6 +219,25 @@ def interrupting(moment):
         handle.remove()
 
 
+def test_callback_every_adds_the_records_of_every_nth_step(tmp_path):
+    seen = []
+    result = run(micro(max_steps=8, eval_every=6), tmp_path / "run", callback=seen.append,
+                 callback_every=4)
+    assert [r["step"] for r in seen] == [4, 6, 8]  # steps 4 and 8, and the evaluations 6 and 8
+    assert ["val_loss" in r for r in seen] == [False, True, True]
+    assert seen == [r for r in result.history if r["step"] in (4, 6, 8)]
+    only_evals = []
+    run(micro(max_steps=8, eval_every=6), tmp_path / "again", callback=only_evals.append)
+    assert [r["step"] for r in only_evals] == [6, 8]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True])
+def test_callback_every_must_be_a_positive_number_of_steps(bad, tmp_path):
+    with pytest.raises(ValueError, match="callback_every"):
+        run(micro(), tmp_path / "run", callback=print, callback_every=bad)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "moment, stopped_at",
     [

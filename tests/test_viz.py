@@ -1,5 +1,6 @@
 """Plot and widget helpers of the positions and attention chapters (llama_edu.viz)."""
 
+import io
 import math
 
 import matplotlib
@@ -217,3 +218,46 @@ def test_attention_grid_hatches_masked_cells_in_every_map():
     heat_maps = [ax for ax in fig.axes if ax.images]
     assert all(len(hatched_cells(ax)) == 6 for ax in heat_maps)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["masked (future)"]
+
+
+# --- LiveLossPlot -----------------------------------------------------------------------------
+
+
+def test_live_loss_plot_redraws_every_n_steps_and_at_evaluations():
+    plot = viz.LiveLossPlot(max_steps=30, max_loss=7.0, every=10)
+    first = plot.png()
+    assert first.startswith(b"\x89PNG")
+    redrawn = []
+    for step in range(1, 31):
+        record = {"step": step, "train_loss": 6.0 - 0.1 * step}
+        if step in (15, 30):
+            record["val_loss"] = 5.0
+        redrawn.append(plot(record))
+    assert [s for s, done in enumerate(redrawn, start=1) if done] == [10, 15, 20, 30]
+    assert plot.redraws == 4 and plot.steps == list(range(1, 31))
+    assert (plot.val_steps, plot.val_losses) == ([15, 30], [5.0, 5.0])
+    assert plot.png() != first  # the curve is painted on the saved background
+
+
+def grey_pixels(png: bytes) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32))
+
+
+def test_live_loss_plot_draws_the_line_inside_the_axes():
+    plot = viz.LiveLossPlot(max_steps=10, max_loss=4.0, every=1)
+    empty = grey_pixels(plot.png())
+    plot({"step": 1, "train_loss": 2.0})
+    plot({"step": 10, "train_loss": 2.0})  # a flat line at half height
+    rows = (grey_pixels(plot.png()) != empty).nonzero()[:, 0].float()
+    assert len(rows) > 100  # a line of many pixels
+    assert rows.std() < 3  # all on one horizontal line
+    assert 0.3 * len(empty) < rows.mean() < 0.7 * len(empty)  # halfway up the axes
+
+
+@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(every=0), dict(max_loss=0.0)])
+def test_live_loss_plot_refuses_bad_sizes(bad):
+    with pytest.raises(ValueError, match="need max_steps"):
+        viz.LiveLossPlot(**{"max_steps": 10, "max_loss": 1.0, **bad})
