@@ -50,3 +50,27 @@ class FeedForward(nn.Module):
         """Apply w2(silu(w1 x) * w3 x)."""
         require_float("FeedForward", "x", x)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class MLPFeedForward(nn.Module):
+    """The two-matrix feed-forward of the original Transformer and GPT: w2(act(w1 x)).
+
+    Kept for the ablation lab: with a hidden layer 3/2 as wide as SwiGLU's it has the same
+    number of parameters (2 * 3/2 = 3 matrices' worth).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu") -> None:
+        super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ValueError(
+                f"MLPFeedForward: activation must be 'relu' or 'gelu', got {activation!r}."
+            )
+        self.activation = activation
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)  # up
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply w2(act(w1 x)) with act = ReLU or GELU."""
+        require_float("MLPFeedForward", "x", x)
+        act = F.relu if self.activation == "relu" else F.gelu
+        return self.w2(act(self.w1(x)))

@@ -49,7 +49,19 @@ _TOP_NAMES = {
 ARGS_KEY = "llama_edu_args"
 
 
+def require_llama(args: ModelArgs, what: str) -> None:
+    """Raise a clear error when args has ablation switches that Meta's and HF's formats lack."""
+    if not args.is_llama:
+        changed = ", ".join(f"{k}={v!r}" for k, v in args.changed_switches().items())
+        raise ValueError(
+            f"{what} needs a Llama, but this model is an ablation variant ({changed}); Meta's "
+            "and Hugging Face's formats have no place for it. Save it with "
+            "llama_edu.train.save_checkpoint instead, or use Llama's defaults."
+        )
+
+
 def _name_map(args: ModelArgs) -> dict[str, str]:
+    require_llama(args, "converting between Meta's and Hugging Face's names")
     names = dict(_TOP_NAMES)
     if args.tie_embeddings:
         del names["output.weight"]
@@ -136,6 +148,7 @@ def hf_to_meta(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> dict[
 
 def hf_config_kwargs(args: ModelArgs) -> dict[str, Any]:
     """Keyword arguments for `transformers.LlamaConfig` describing the same model."""
+    require_llama(args, "a transformers LlamaConfig")
     kwargs: dict[str, Any] = {
         "vocab_size": args.vocab_size,
         "hidden_size": args.dim,

@@ -16,9 +16,9 @@ from torch import nn
 
 from ._validate import is_number
 from .attention import Attention, KVCache, causal_mask
-from .ffn import FeedForward, ffn_hidden_dim
-from .norm import RMSNorm
-from .rope import _check_llama3_scaling, rope_cos_sin
+from .ffn import FeedForward, MLPFeedForward, ffn_hidden_dim
+from .norm import LayerNorm, RMSNorm
+from .rope import _check_llama3_scaling, rope_cos_sin, sinusoidal_positions
 
 LLAMA31_SCALING = {
     "factor": 8.0,
@@ -44,6 +44,11 @@ class ModelArgs:
     rope_scaling: dict[str, Any] | None = None
     max_seq_len: int = 2048
     tie_embeddings: bool = False
+    # switches for the ablation lab (chapter 12); the defaults are Llama
+    norm_position: str = "pre"  # "pre": x + f(norm(x)); "post": norm(x + f(x)); "none"
+    norm_type: str = "rmsnorm"  # or "layernorm"
+    ffn_type: str = "swiglu"  # or "relu" / "gelu": two matrices, 3/2 as wide (same parameters)
+    pos_encoding: str = "rope"  # or "learned" / "sinusoidal" (added to the input), "none"
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "max_seq_len"):
@@ -80,6 +85,12 @@ class ModelArgs:
             raise ValueError(
                 f"ModelArgs.tie_embeddings must be True or False, got {self.tie_embeddings!r}."
             )
+        for name, allowed in SWITCHES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"ModelArgs.{name} must be one of {', '.join(map(repr, allowed))}, got "
+                    f"{getattr(self, name)!r}; the first one is Llama's."
+                )
         if self.rope_scaling is not None:
             _check_llama3_scaling(self.rope_scaling)
         if self.dim % self.n_heads:
@@ -110,8 +121,22 @@ class ModelArgs:
 
     @property
     def hidden_dim(self) -> int:
-        """Width of the SwiGLU hidden layer."""
-        return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+        """Width of the feed-forward hidden layer (SwiGLU's; 3/2 of it for a two-matrix MLP)."""
+        hidden = ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+        return hidden if self.ffn_type == "swiglu" else hidden * 3 // 2
+
+    @property
+    def is_llama(self) -> bool:
+        """True when every ablation switch has Llama's value (the model transformers can load)."""
+        return all(getattr(self, name) == allowed[0] for name, allowed in SWITCHES.items())
+
+    def changed_switches(self) -> dict[str, str]:
+        """The ablation switches that differ from Llama's, with their values."""
+        return {
+            name: getattr(self, name)
+            for name, allowed in SWITCHES.items()
+            if getattr(self, name) != allowed[0]
+        }
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> ModelArgs:
@@ -124,6 +149,13 @@ class ModelArgs:
         """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
+
+SWITCHES: dict[str, tuple[str, ...]] = {  # the first value of each is Llama's
+    "norm_position": ("pre", "post", "none"),
+    "norm_type": ("rmsnorm", "layernorm"),
+    "ffn_type": ("swiglu", "relu", "gelu"),
+    "pos_encoding": ("rope", "learned", "sinusoidal", "none"),
+}
 
 PRESETS: dict[str, ModelArgs] = {
     "tiny": ModelArgs(
@@ -187,16 +219,33 @@ PRESETS: dict[str, ModelArgs] = {
 }
 
 
+def make_norm(args: ModelArgs) -> nn.Module:
+    """The normalisation layer that args asks for (nn.Identity when norm_position is "none")."""
+    if args.norm_position == "none":
+        return nn.Identity()
+    if args.norm_type == "layernorm":
+        return LayerNorm(args.dim, eps=args.norm_eps)
+    return RMSNorm(args.dim, eps=args.norm_eps)
+
+
 class TransformerBlock(nn.Module):
-    """One pre-norm residual block: x + attention(norm(x)), then h + feed_forward(norm(h))."""
+    """One pre-norm residual block: x + attention(norm(x)), then h + feed_forward(norm(h)).
+
+    With args.norm_position == "post" it is the original Transformer's block instead,
+    norm(x + attention(x)) then norm(h + feed_forward(h)); with "none" there is no norm.
+    """
 
     def __init__(self, layer_id: int, args: ModelArgs) -> None:
         super().__init__()
         self.layer_id = layer_id
+        self.post_norm = args.norm_position == "post"
         self.attention = Attention(args.dim, args.n_heads, args.kv_heads)
-        self.feed_forward = FeedForward(args.dim, args.hidden_dim)
-        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
-        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        if args.ffn_type == "swiglu":
+            self.feed_forward: nn.Module = FeedForward(args.dim, args.hidden_dim)
+        else:
+            self.feed_forward = MLPFeedForward(args.dim, args.hidden_dim, args.ffn_type)
+        self.attention_norm = make_norm(args)
+        self.ffn_norm = make_norm(args)
 
     def forward(
         self,
@@ -210,7 +259,7 @@ class TransformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return the block's output (batch, seq, dim) and, on request, its attention weights."""
         attended = self.attention(
-            self.attention_norm(x),
+            x if self.post_norm else self.attention_norm(x),
             cos,
             sin,
             mask,
@@ -220,6 +269,9 @@ class TransformerBlock(nn.Module):
             return_weights=return_weights,
         )
         attended, weights = attended if return_weights else (attended, None)
+        if self.post_norm:
+            h = self.attention_norm(x + attended)
+            return self.ffn_norm(h + self.feed_forward(h)), weights
         h = x + attended
         return h + self.feed_forward(self.ffn_norm(h)), weights
 
@@ -244,16 +296,25 @@ class Llama(nn.Module):
         super().__init__()
         self.args = args
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        if args.pos_encoding == "learned":
+            self.pos_embeddings = nn.Embedding(args.max_seq_len, args.dim)
         self.layers = nn.ModuleList(TransformerBlock(i, args) for i in range(args.n_layers))
-        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
+        # a post-norm block already ends in a norm, so only pre-norm needs a final one
+        self.norm = make_norm(args) if args.norm_position == "pre" else nn.Identity()
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         cos, sin = rope_cos_sin(
             args.head_dim, args.max_seq_len, args.rope_theta, scaling=args.rope_scaling
         )
+        if args.pos_encoding != "rope":  # angle 0 everywhere: attention rotates nothing
+            cos, sin = torch.ones_like(cos), torch.zeros_like(sin)
         self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, head_dim / 2)
         self.register_buffer("rope_sin", sin, persistent=False)
+        if args.pos_encoding == "sinusoidal":
+            # scaled to the embeddings' initial size (std 0.02), so neither drowns the other
+            table = sinusoidal_positions(args.max_seq_len, args.dim) * (0.02 * math.sqrt(2))
+            self.register_buffer("pos_table", table, persistent=False)  # (max_seq_len, dim)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -323,6 +384,10 @@ class Llama(nn.Module):
         # one new token may see every cached key, so it needs no mask
         mask = None if seq == 1 else causal_mask(seq, start_pos, tokens.device)
         h = self.tok_embeddings(tokens)  # (batch, seq, dim)
+        if self.args.pos_encoding == "learned":
+            h = h + self.pos_embeddings.weight[start_pos : start_pos + seq]  # (seq, dim) broadcast
+        elif self.args.pos_encoding == "sinusoidal":
+            h = h + self.pos_table[start_pos : start_pos + seq].to(h.dtype)
         trace = Trace(logits=torch.empty(0))
         for layer in self.layers:
             trace.hidden_states.append(h)
@@ -343,17 +408,22 @@ class Llama(nn.Module):
         """Count parameters once each (tied embeddings count once); optionally by component."""
         if not breakdown:
             return sum(p.numel() for p in self.parameters())
+        def size(*modules: nn.Module) -> int:
+            return sum(p.numel() for m in modules for p in m.parameters())
+
         parts = {
             "embeddings": self.tok_embeddings.weight.numel(),
             "attention": 0,
             "feed_forward": 0,
-            "norms": self.norm.weight.numel(),
+            "norms": size(self.norm),
             "output": 0 if self.args.tie_embeddings else self.output.weight.numel(),
         }
+        if self.args.pos_encoding == "learned":
+            parts["embeddings"] += self.pos_embeddings.weight.numel()
         for layer in self.layers:
-            parts["attention"] += sum(p.numel() for p in layer.attention.parameters())
-            parts["feed_forward"] += sum(p.numel() for p in layer.feed_forward.parameters())
-            parts["norms"] += layer.attention_norm.weight.numel() + layer.ffn_norm.weight.numel()
+            parts["attention"] += size(layer.attention)
+            parts["feed_forward"] += size(layer.feed_forward)
+            parts["norms"] += size(layer.attention_norm, layer.ffn_norm)
         parts["total"] = sum(parts.values())
         return parts
 
