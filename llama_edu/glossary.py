@@ -2,7 +2,7 @@
 
 Each `Term` has the English term, the Chinese term that Chinese machine-learning texts use, a
 one-sentence definition in each language, and the chapter that introduces it. `lookup` searches
-the terms, and `glossary_table` renders them as an HTML table for a notebook (chapter 12).
+the terms, and `glossary_table` renders them as an HTML table for a notebook (chapter 13).
 """
 
 from __future__ import annotations
@@ -436,39 +436,39 @@ TERMS: tuple[Term, ...] = (
        "draw embeddings on a 2-D map.",
        "把向量投影到变化最大的少数几个方向上，例如把嵌入画在二维平面上。"),
     # --- 12 myths and facts -------------------------------------------------------------------
-    _t("Log-likelihood", "对数似然", 12,
+    _t("Log-likelihood", "对数似然", 13,
        "The sum of the log-probabilities that a model gives the tokens of a text; higher means "
        "the text looks more likely to the model.",
        "模型给一段文本中各个词元的对数概率之和；数值越高，模型认为这段文本越可能出现。"),
-    _t("AUC (area under the ROC curve)", "AUC（ROC 曲线下面积）", 12,
+    _t("AUC (area under the ROC curve)", "AUC（ROC 曲线下面积）", 13,
        "The probability that a random positive example scores higher than a random negative "
        "one, with ties counting one half.",
        "随机取一个正例和一个负例时，正例得分更高的概率，得分相同时计一半。"),
-    _t("Knowledge distillation", "知识蒸馏", 12,
+    _t("Knowledge distillation", "知识蒸馏", 13,
        "Training a small model to match the output probabilities of a larger model.",
        "训练小模型去拟合大模型输出概率的方法。"),
-    _t("Generative adversarial network (GAN)", "生成对抗网络", 12,
+    _t("Generative adversarial network (GAN)", "生成对抗网络", 13,
        "A generator and a discriminator trained against each other; LLaMA is not trained this "
        "way.",
        "生成器和判别器互相对抗、共同训练的模型；LLaMA 不是这样训练的。"),
-    _t("Fine-tuning", "微调", 12,
+    _t("Fine-tuning", "微调", 13,
        "Training a pretrained model further on a smaller, targeted data set, such as the "
        "dialogue data of Llama 2-Chat.",
        "在较小的、有针对性的数据集上继续训练预训练模型，例如 Llama 2-Chat 使用的对话数据。"),
-    _t("Reinforcement learning from human feedback (RLHF)", "基于人类反馈的强化学习", 12,
+    _t("Reinforcement learning from human feedback (RLHF)", "基于人类反馈的强化学习", 13,
        "Fine-tuning with reward models learned from human preferences, as done for Llama "
        "2-Chat with two reward models, one for helpfulness and one for safety.",
        "用从人类偏好中学到的奖励模型来微调模型，Llama 2-Chat 就这样做了，"
        "它用了两个奖励模型：一个衡量有用性，一个衡量安全性。"),
-    _t("Multimodal model", "多模态模型", 12,
+    _t("Multimodal model", "多模态模型", 13,
        "A model that takes more than one kind of input, such as text and images; the LLaMA, "
        "Llama 2 and Llama 3 text models are not.",
        "能接收多种输入（例如文本和图像）的模型；LLaMA、Llama 2 和 Llama 3 文本模型都不是。"),
-    _t("Foundation model", "基础模型", 12,
+    _t("Foundation model", "基础模型", 13,
        "A model pretrained on broad data and then adapted to many tasks, a phrase in the title "
        "of the LLaMA paper.",
        "在广泛数据上预训练、再适配到多种任务的模型，LLaMA 论文的标题里就用了这个词。"),
-    _t("Open weights", "开放权重", 12,
+    _t("Open weights", "开放权重", 13,
        "Publishing the trained parameters so that others can download and run the model, as "
        "Meta does for Llama under its own licence.",
        "公开训练好的参数，让他人可以下载并运行模型，Meta 按自己的许可协议这样发布 Llama。"),

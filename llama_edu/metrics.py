@@ -1,4 +1,4 @@
-"""Measures of how well a score separates two groups (chapter 12: valid and corrupted stories)."""
+"""Measures of how well a score separates two groups (chapter 13: valid and corrupted stories)."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     """AdamW with weight decay on the matrices only (not on norms or embeddings)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        skip = p.dim() < 2 or "tok_embeddings" in name or "norm" in name
+        skip = p.dim() < 2 or "embeddings" in name or "norm" in name
         (no_decay if skip else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},

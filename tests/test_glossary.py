@@ -56,7 +56,7 @@ def test_every_chapter_exists_as_a_notebook():
     for chapter in chapters:
         found = list(NOTEBOOKS.glob(f"{chapter:02d}_*.ipynb"))
         assert found, f"no notebook for chapter {chapter:02d}"
-    assert chapters[0] == 0 and 12 in chapters
+    assert chapters[0] == 0 and 13 in chapters
 
 
 def test_terms_are_listed_in_chapter_order():

@@ -355,7 +355,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
         figure = panel.locator(".jp-RenderedImage img").first
         if figure.count():
             _screenshot(page, figure, ARTIFACTS / f"{stem}-figure.png", block="center")
-        # The controls a learner moves: sliders, or the text box of chapter 12's glossary search.
+        # The controls a learner moves: sliders, or the text box of chapter 13's glossary search.
         controls = ".widget-slider, .widget-text"
         sliders = panel.locator(controls)
         if want_widgets and sliders.count():
