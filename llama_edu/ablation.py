@@ -29,7 +29,7 @@ LAB_MODEL: dict[str, Any] = {
     "vocab_size": 512, "max_seq_len": 128,
 }  # fmt: skip
 LAB_TRAIN: dict[str, Any] = {
-    "seq_len": 128, "batch_size": 16, "max_lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 30,
+    "seq_len": 128, "batch_size": 8, "max_lr": 1e-2, "min_lr": 1e-3, "warmup_steps": 30,
 }  # fmt: skip
 
 
@@ -62,10 +62,10 @@ ABLATIONS: dict[str, list[Variant]] = {
     ],
     "warm-up": [Variant("no warm-up", train={"warmup_steps": 0})],
     "learning rate": [
-        Variant("max_lr 1e-3", train={"max_lr": 1e-3, "min_lr": 1e-4}),
-        Variant("max_lr 1e-2", train={"max_lr": 1e-2, "min_lr": 1e-3}),
+        Variant("max_lr 3e-3", train={"max_lr": 3e-3, "min_lr": 3e-4}),
         Variant("max_lr 3e-2", train={"max_lr": 3e-2, "min_lr": 3e-3}),
         Variant("max_lr 1e-1", train={"max_lr": 1e-1, "min_lr": 1e-2}),
+        Variant("max_lr 3e-1", train={"max_lr": 3e-1, "min_lr": 3e-2}),
     ],
     "key/value heads": [
         Variant("1 kv head (MQA)", {"n_kv_heads": 1}),

@@ -435,7 +435,20 @@ TERMS: tuple[Term, ...] = (
        "Projecting vectors onto the few directions along which they vary most, for example to "
        "draw embeddings on a 2-D map.",
        "把向量投影到变化最大的少数几个方向上，例如把嵌入画在二维平面上。"),
-    # --- 12 myths and facts -------------------------------------------------------------------
+    # --- 12 ablation lab ----------------------------------------------------------------------
+    _t("Ablation study", "消融实验", 12,
+       "Training the same model several times, changing one design choice at a time, to "
+       "measure what that choice is worth.",
+       "多次训练同一个模型，每次只改变一个设计选择，以测量这个选择带来的差别。"),
+    _t("Seed spread", "随机种子波动", 12,
+       "The range of a result over runs that differ only in their random seed; a difference "
+       "smaller than it has not been shown to be real.",
+       "只改变随机种子的多次运行之间结果的波动范围；小于它的差别不能算已被证实。"),
+    _t("Excess over the floor", "超出熵下界的部分", 12,
+       "A model's bits per character minus the exact entropy of the same text: what the model "
+       "still loses against a perfect model.",
+       "模型的每字符比特数减去同一文本的精确熵：模型与完美模型相比仍然多付出的部分。"),
+    # --- 13 myths and facts -------------------------------------------------------------------
     _t("Log-likelihood", "对数似然", 13,
        "The sum of the log-probabilities that a model gives the tokens of a text; higher means "
        "the text looks more likely to the model.",
