@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_edu import checks, viz
+from llama_edu import checks, interpretability
 
 # --------------------------------------------------------------------------- logit_lens
 
 
 def lens_reference(hidden, norm, output):
-    return viz.logit_lens(hidden, norm, output)
+    return interpretability.logit_lens(hidden, norm, output)
 
 
 def lens_written_out(hidden, norm, output):
@@ -107,7 +107,7 @@ def test_logit_lens_names_the_mistake(wrong, names_the_mistake):
 
 
 def pca_reference(x):
-    return viz.pca_2d(x)
+    return interpretability.pca_2d(x)
 
 
 def pca_eigh(x):
@@ -163,7 +163,7 @@ def pca_standardised(x):
 
 
 def pca_transposed(x):
-    return viz.pca_2d(x).T
+    return interpretability.pca_2d(x).T
 
 
 def pca_first_features(x):
@@ -213,7 +213,7 @@ def test_pca_2d_names_the_mistake(wrong, names_the_mistake):
 
 
 def copy_reference(weights, first, later_start):
-    return viz.copy_score(weights, first, later_start)
+    return interpretability.copy_score(weights, first, later_start)
 
 
 def copy_with_a_mask(weights, first, later_start):
