@@ -31,6 +31,7 @@ MODULE_HOME = {
     "interop": 8,
     "train": 9,
     "generate": 10,
+    "interpretability": 11,
     "metrics": 12,
     "glossary": 12,
 }
