@@ -1,5 +1,6 @@
-"""Plots, widget helpers and small analyses for looking at a model: positions, attention,
-sampling, and what a trained model has learned (copying heads, the logit lens, PCA).
+"""Plots and widget helpers for looking at a model: positions, attention, sampling, and the
+heads of a trained model. The analyses behind chapter 11's figures (copy scores, the logit lens,
+PCA, induction scores, logit attribution, patching) live in `llama_edu.interpretability`.
 
 Every function here is pure: it takes numbers or tensors and returns data, an Axes or a Figure.
 Functions that return a whole `Figure` build it without pyplot, so that an ipywidgets
@@ -11,10 +12,8 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import matplotlib.pyplot as plt
 import torch
@@ -22,7 +21,6 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
-from torch import nn
 
 from .generate import next_token_distribution
 from .rope import apply_rope, rope_frequencies
@@ -296,222 +294,8 @@ def _one_head(
     return one
 
 
-# --- looking inside a trained model (chapter 11) ----------------------------------------------
-# Appended here, so the imports of this part sit with it.
-
-
-SPACE_MARK = "\u2581"  # SentencePiece's mark for a space, used in token labels
-
-
-class DecodingTokenizer(Protocol):
-    """What the chapter-10 helpers need from a tokenizer (SentencePieceTokenizer has it all)."""
-
-    def encode(self, s: str, bos: bool = False, eos: bool = False) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int]) -> str: ...
-
-    def token_text(self, token_id: int) -> str: ...
-
-
-def token_char_spans(tokenizer: DecodingTokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """The characters each token adds to tokenizer.decode(ids), as (start, end) per token.
-
-    It decodes ids[:1], ids[:2], ... and keeps the part that each token adds. So it works
-    whether a word is one token or several pieces; a control token such as <s> gets an empty
-    span, and a piece with a leading space covers that space too.
-    """
-    spans: list[tuple[int, int]] = []
-    before = ""
-    for i in range(len(ids)):
-        text = tokenizer.decode(list(ids[: i + 1]))
-        if not text.startswith(before):
-            raise ValueError(
-                f"decoding one more token (position {i}) changed the text before it "
-                f"({before[-20:]!r} -> {text[-20:]!r}); this happens when one character is "
-                "split over several byte tokens. Use text whose characters are whole tokens."
-            )
-        spans.append((len(before), len(text)))
-        before = text
-    return spans
-
-
-@dataclass(frozen=True)
-class NameMentions:
-    """A story as model input, and the token positions where its names occur."""
-
-    text: str
-    tokens: list[int]  # the input ids, with <s> first when built with bos=True
-    labels: list[str]  # each token's text for plot axes, a space shown as ▁
-    first: dict[str, list[int]]  # name -> token positions of its first mention
-    later: list[tuple[str, list[int]]]  # (name, token positions) of every later mention
-
-
-def find_name_mentions(
-    tokenizer: DecodingTokenizer, text: str, names: Sequence[str], bos: bool = True
-) -> NameMentions:
-    """Tokenize `text` and find every mention of the given names, as token positions.
-
-    A name may be one token or several pieces: every token whose characters overlap the name
-    belongs to the mention. The first mention of a name is where the story introduces it; each
-    later mention is a place where the model has to copy the name from earlier in the text.
-    """
-    words = sorted({str(n) for n in names}, key=len, reverse=True)
-    if not words:
-        raise ValueError("find_name_mentions needs at least one name to look for.")
-    ids = tokenizer.encode(text, bos=bos)
-    spans = token_char_spans(tokenizer, ids)
-    decoded = tokenizer.decode(ids)
-    if decoded != text:
-        raise ValueError(
-            f"the tokens do not decode back to the text ({decoded[:40]!r}... vs "
-            f"{text[:40]!r}...), so character positions would not match. Strip extra spaces "
-            "or use a tokenizer that keeps the text unchanged."
-        )
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b")
-    first: dict[str, list[int]] = {}
-    later: list[tuple[str, list[int]]] = []
-    for match in pattern.finditer(text):
-        where = [i for i, (a, b) in enumerate(spans) if a < match.end() and b > match.start()]
-        name = match.group()
-        if name in first:
-            later.append((name, where))
-        else:
-            first[name] = where
-    labels = [tokenizer.token_text(i).replace(" ", SPACE_MARK) for i in ids]
-    return NameMentions(text, list(ids), labels, first, later)
-
-
-def stack_tokens(stories: Sequence[NameMentions], pad_id: int = 0) -> torch.Tensor:
-    """The stories' tokens as one batch (stories, longest), padded with pad_id at the end.
-
-    The padding comes after each story, and the mask is causal, so no real token sees it.
-    """
-    if not stories:
-        raise ValueError("stack_tokens needs at least one story.")
-    width = max(len(s.tokens) for s in stories)
-    batch = torch.full((len(stories), width), pad_id, dtype=torch.long)
-    for row, story in enumerate(stories):
-        batch[row, : len(story.tokens)] = torch.tensor(story.tokens)
-    return batch
-
-
-def copy_target_masks(
-    stories: Sequence[NameMentions], width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which next-token predictions copy a name: masks (copy, other), bool (stories, width - 1).
-
-    The logits at position t predict token t + 1. copy[j, t] is True when token t + 1 of story
-    j belongs to a later mention of a name; other[j, t] is True for every other real token.
-    """
-    copy = torch.zeros(len(stories), width - 1, dtype=torch.bool)
-    real = torch.zeros_like(copy)
-    for row, story in enumerate(stories):
-        if len(story.tokens) > width:
-            raise ValueError(
-                f"story {row} has {len(story.tokens)} tokens, more than width={width}."
-            )
-        real[row, : len(story.tokens) - 1] = True
-        for _, positions in story.later:
-            for p in positions:
-                copy[row, p - 1] = True
-    return copy, real & ~copy
-
-
-def copy_score(weights: torch.Tensor, first: Sequence[int], later_start: int) -> torch.Tensor:
-    """The attention weight that the query just before a later mention puts on the first one.
-
-    weights: (..., queries, keys), e.g. (layers, heads, seq, seq) for one story. first: the key
-    positions of the name's first mention. later_start: the position of the first token of a
-    later mention. The query is later_start - 1: its output must predict the name. The result,
-    of shape (...), is the sum of that query's weights over the first mention's tokens.
-    """
-    keys = [int(k) for k in first]
-    if not keys:
-        raise ValueError("copy_score: `first` is empty; give the positions of the first mention.")
-    if not 1 <= later_start < weights.shape[-2] + 1:
-        raise ValueError(
-            f"later_start={later_start} must be in 1..{weights.shape[-2]}: the query "
-            "later_start - 1 must be a position of the weights."
-        )
-    if max(keys) >= later_start or min(keys) < 0:
-        raise ValueError(
-            f"the first mention {keys} must lie before the later mention at {later_start}."
-        )
-    return weights[..., later_start - 1, keys].sum(dim=-1)
-
-
-def copy_head_scores(
-    attentions: Sequence[torch.Tensor], stories: Sequence[NameMentions]
-) -> torch.Tensor:
-    """Mean copy_score of every (layer, head) over all later mentions: shape (layers, heads).
-
-    attentions: one tensor (stories, heads, queries, keys) per layer, as returned by
-    `Llama.trace(stack_tokens(stories), return_attention=True).attentions`; row j is story j.
-    """
-    n_layers = len(attentions)
-    if n_layers == 0:
-        raise ValueError("copy_head_scores needs the attention weights of at least one layer.")
-    if attentions[0].shape[0] != len(stories):
-        raise ValueError(
-            f"the attention weights hold {attentions[0].shape[0]} rows but {len(stories)} "
-            "stories were given; row j must be story j."
-        )
-    total = torch.zeros(n_layers, attentions[0].shape[1], dtype=torch.float64)
-    count = 0
-    for row, story in enumerate(stories):
-        for name, positions in story.later:
-            for layer, weights in enumerate(attentions):
-                total[layer] += copy_score(weights[row].detach(), story.first[name], positions[0])
-            count += 1
-    if count == 0:
-        raise ValueError("no story mentions a name twice, so there is nothing to copy.")
-    return (total / count).float()
-
-
-def logit_lens(hidden: torch.Tensor, norm: nn.Module, output: nn.Module) -> torch.Tensor:
-    """Decode a residual stream (..., dim) as if it were the last one: output(norm(hidden)).
-
-    `norm` is the model's final RMSNorm and `output` its output layer. For the residual stream
-    after the last block this is exactly the model's logits; for earlier ones it shows what
-    the model "would say" if it stopped there. Returns float32 logits (..., vocab_size).
-    """
-    return output(norm(hidden)).float()
-
-
-def pca_2d(x: torch.Tensor) -> torch.Tensor:
-    """Project the rows of x (N, D) onto their first two principal components: shape (N, 2).
-
-    Centre each column (subtract the mean row), take the SVD x - mean = U S V^T and return
-    (x - mean) @ V[:, :2], which equals U[:, :2] * S[:2]. The sign of a component is arbitrary;
-    here each direction is turned so that its largest entry (in absolute value) is positive.
-    """
-    if x.dim() != 2 or min(x.shape) < 2:
-        raise ValueError(f"pca_2d expects a matrix (N, D) with N, D >= 2, got {tuple(x.shape)}.")
-    centred = x.detach().double() - x.detach().double().mean(dim=0, keepdim=True)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    directions = vh[:2].T  # (D, 2)
-    biggest = directions.abs().argmax(dim=0)
-    signs = torch.sign(directions[biggest, torch.arange(2)])
-    return (centred @ (directions * signs)).to(x.dtype)
-
-
-def word_vectors(
-    table: torch.Tensor, tokenizer: DecodingTokenizer, words: Sequence[str], how: str = "mean"
-) -> torch.Tensor:
-    """One vector per word from an embedding table (vocab, dim): shape (len(words), dim).
-
-    A word may be one token or several pieces. how="mean" averages the rows of its pieces,
-    how="first" takes its first piece. A piece that is only a space mark (▁) is left out.
-    """
-    if how not in ("mean", "first"):
-        raise ValueError(f'how must be "mean" or "first", got {how!r}.')
-    rows = []
-    for word in words:
-        ids = [i for i in tokenizer.encode(word) if tokenizer.token_text(i).strip()]
-        if not ids:
-            raise ValueError(f"{word!r} has no visible token.")
-        rows.append(table[ids].mean(dim=0) if how == "mean" else table[ids[0]])
-    return torch.stack(rows).detach()
+# --- looking inside a trained model (chapter 11): the figures; the analyses are in
+# llama_edu.interpretability.
 
 
 LABEL_SIZE = 9  # points: the smallest tick label of the chapter 11 figures

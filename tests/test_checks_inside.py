@@ -1,4 +1,4 @@
-"""The chapter-10 checks: each passes correct solutions and names the typical mistakes."""
+"""The chapter-11 checks: each passes correct solutions and names the typical mistakes."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llama_edu import checks, viz
+from llama_edu import checks, interpretability
 
 # --------------------------------------------------------------------------- logit_lens
 
 
 def lens_reference(hidden, norm, output):
-    return viz.logit_lens(hidden, norm, output)
+    return interpretability.logit_lens(hidden, norm, output)
 
 
 def lens_written_out(hidden, norm, output):
@@ -107,7 +107,7 @@ def test_logit_lens_names_the_mistake(wrong, names_the_mistake):
 
 
 def pca_reference(x):
-    return viz.pca_2d(x)
+    return interpretability.pca_2d(x)
 
 
 def pca_eigh(x):
@@ -163,7 +163,7 @@ def pca_standardised(x):
 
 
 def pca_transposed(x):
-    return viz.pca_2d(x).T
+    return interpretability.pca_2d(x).T
 
 
 def pca_first_features(x):
@@ -213,7 +213,7 @@ def test_pca_2d_names_the_mistake(wrong, names_the_mistake):
 
 
 def copy_reference(weights, first, later_start):
-    return viz.copy_score(weights, first, later_start)
+    return interpretability.copy_score(weights, first, later_start)
 
 
 def copy_with_a_mask(weights, first, later_start):
@@ -328,3 +328,226 @@ def test_the_lens_check_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     checks.logit_lens(lens_reference)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- induction_score
+
+
+def induction_reference(weights, length):
+    return interpretability.induction_score(weights, length)
+
+
+def induction_with_a_loop(weights, length):
+    total = torch.zeros(weights.shape[:-2], dtype=weights.dtype)
+    for i in range(length):
+        query = 1 + length + i  # token i of the second repeat
+        total = total + weights[..., query, 1 + i + 1]  # the token after its earlier copy
+    return total / length
+
+
+def induction_with_a_diagonal(weights, length):
+    diagonal = weights.diagonal(offset=1 - length, dim1=-2, dim2=-1)  # keys q - length + 1
+    return diagonal[..., -length:].mean(-1)
+
+
+def induction_same_token(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    return weights[..., q, q - length].mean(-1)
+
+
+def induction_two_after(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    return weights[..., q, q - length + 2].mean(-1)
+
+
+def induction_previous(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    return weights[..., q, q - 1].mean(-1)
+
+
+def induction_no_bos(weights, length):
+    q = torch.arange(length, 2 * length)
+    return weights[..., q, q - length + 1].mean(-1)
+
+
+def induction_short_range(weights, length):
+    q = torch.arange(1 + length, 2 * length)
+    return weights[..., q, q - length + 1].mean(-1)
+
+
+def induction_whole_diagonal(weights, length):
+    return weights.diagonal(offset=1 - length, dim1=-2, dim2=-1).mean(-1)
+
+
+def induction_sum(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    return weights[..., q, q - length + 1].sum(-1)
+
+
+def induction_one_number(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    return weights[..., q, q - length + 1].mean()
+
+
+def induction_in_place(weights, length):
+    q = torch.arange(1 + length, 1 + 2 * length)
+    weights[..., 0, 0] = 0.0
+    return weights[..., q, q - length + 1].mean(-1)
+
+
+def induction_not_yet(weights, length):
+    raise NotImplementedError("Exercise: replace this line with your solution")
+
+
+@pytest.mark.parametrize(
+    "solution", [induction_reference, induction_with_a_loop, induction_with_a_diagonal]
+)
+def test_induction_score_accepts_correct_solutions(solution, capsys):
+    checks.induction_score(solution)
+    assert capsys.readouterr().out.startswith("\u2713 checks.induction_score passed")
+    assert checks.results()["induction_score"].status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "names_the_mistake"),
+    [
+        (induction_same_token, "earlier occurrence of the token itself"),
+        (induction_two_after, "off by one"),
+        (induction_previous, "previous-token head"),
+        (induction_no_bos, "forgot the <s>"),
+        (induction_short_range, "left out the last query"),
+        (induction_whole_diagonal, "whole diagonal"),
+        (induction_sum, "added the weights up"),
+        (induction_one_number, "returned one number"),
+        (induction_in_place, "in place"),
+    ],
+)
+def test_induction_score_names_the_mistake(wrong, names_the_mistake):
+    with pytest.raises(checks.CheckFailed, match="checks.induction_score") as info:
+        checks.induction_score(wrong)
+    assert names_the_mistake in info.value.hint
+    assert checks.results()["induction_score"].status == "failed"
+
+
+# --------------------------------------------------------------------------- patch_head
+
+
+def patch_reference(corrupt, clean, head, position, head_dim):
+    return interpretability.patch_head(corrupt, clean, head, position, head_dim)
+
+
+def patch_with_a_mask(corrupt, clean, head, position, head_dim):
+    """A 0/1 mask of the head's features at the position, blended."""
+    mask = torch.zeros(corrupt.shape[1:])
+    rows = slice(None) if position is None else position
+    mask[rows, head * head_dim : (head + 1) * head_dim] = 1.0
+    return corrupt * (1 - mask) + clean * mask
+
+
+def patch_by_heads(corrupt, clean, head, position, head_dim):
+    """Split the last axis into (heads, head_dim) and copy one head."""
+    out = corrupt.unflatten(-1, (-1, head_dim)).clone()
+    source = clean.unflatten(-1, (-1, head_dim))
+    if position is None:
+        out[:, :, head] = source[:, :, head]
+    else:
+        out[:, position, head] = source[:, position, head]
+    return out.flatten(-2)
+
+
+def _patch(base, source, rows, cols, batch=slice(None)):
+    out = base.clone()
+    out[batch, rows, cols] = source[batch, rows, cols]
+    return out
+
+
+def _where(position):
+    return slice(None) if position is None else position
+
+
+def patch_wrong_run(corrupt, clean, head, position, head_dim):
+    return _patch(clean, corrupt, _where(position), slice(head * head_dim, (head + 1) * head_dim))
+
+
+def patch_whole_layer(corrupt, clean, head, position, head_dim):
+    return _patch(corrupt, clean, _where(position), slice(None))
+
+
+def patch_every_position(corrupt, clean, head, position, head_dim):
+    return _patch(corrupt, clean, slice(None), slice(head * head_dim, (head + 1) * head_dim))
+
+
+def patch_head_as_offset(corrupt, clean, head, position, head_dim):
+    return _patch(corrupt, clean, _where(position), slice(head, head + head_dim))
+
+
+def patch_one_short(corrupt, clean, head, position, head_dim):
+    cols = slice(head * head_dim, (head + 1) * head_dim - 1)
+    return _patch(corrupt, clean, _where(position), cols)
+
+
+def patch_batch_axis(corrupt, clean, head, position, head_dim):
+    out = corrupt.clone()
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    out[_where(position), :, cols] = clean[_where(position), :, cols]
+    return out
+
+
+def patch_returns_clean(corrupt, clean, head, position, head_dim):
+    return clean.clone()
+
+
+def patch_copy_lost(corrupt, clean, head, position, head_dim):
+    out = corrupt.clone()
+    out[:, _where(position), head * head_dim : (head + 1) * head_dim] = 0.0 + clean[
+        :, _where(position), head * head_dim : (head + 1) * head_dim]
+    return corrupt.clone()
+
+
+def patch_in_place(corrupt, clean, head, position, head_dim):
+    cols = slice(head * head_dim, (head + 1) * head_dim)
+    corrupt[:, _where(position), cols] = clean[:, _where(position), cols]
+    return corrupt
+
+
+def patch_not_yet(corrupt, clean, head, position, head_dim):
+    raise NotImplementedError("Exercise: replace this line with your solution")
+
+
+@pytest.mark.parametrize("solution", [patch_reference, patch_with_a_mask, patch_by_heads])
+def test_patch_head_accepts_correct_solutions(solution, capsys):
+    checks.patch_head(solution)
+    assert capsys.readouterr().out.startswith("\u2713 checks.patch_head passed")
+    assert checks.results()["patch_head"].status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("wrong", "names_the_mistake"),
+    [
+        (patch_wrong_run, "patched the wrong run"),
+        (patch_whole_layer, "whole layer"),
+        (patch_every_position, "at every position"),
+        (patch_head_as_offset, "features head .. head + head_dim"),
+        (patch_one_short, "left out the last feature"),
+        (patch_batch_axis, "batch axis"),
+        (patch_returns_clean, "returned the clean activations"),
+        (patch_copy_lost, "nothing was patched"),
+        (patch_in_place, "changed `corrupt` in place"),
+    ],
+)
+def test_patch_head_names_the_mistake(wrong, names_the_mistake):
+    with pytest.raises(checks.CheckFailed, match="checks.patch_head") as info:
+        checks.patch_head(wrong)
+    assert names_the_mistake in info.value.hint
+    assert checks.results()["patch_head"].status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("check", "stub"),
+    [(checks.induction_score, induction_not_yet), (checks.patch_head, patch_not_yet)],
+)
+def test_the_circuit_checks_say_not_implemented_yet(check, stub, capsys):
+    check(stub)
+    assert "not implemented yet" in capsys.readouterr().out
+    assert checks.results()[check.__name__].status == "not implemented"
+    assert check.__name__ in checks.available()

@@ -1,5 +1,6 @@
 """Chapter 11's tools for looking inside a model: head ablation, name mentions, copy scores,
-the logit lens, PCA and the figures (llama_edu.attention.ablate_heads and llama_edu.viz)."""
+the logit lens, PCA and the figures (llama_edu.attention.ablate_heads,
+llama_edu.interpretability and llama_edu.viz)."""
 
 import copy
 
@@ -12,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from llama_edu import interpretability as interp  # noqa: E402
 from llama_edu import viz  # noqa: E402
 from llama_edu.attention import ablate_heads, causal_mask  # noqa: E402
 from llama_edu.model import Llama, ModelArgs  # noqa: E402
@@ -146,7 +148,7 @@ def test_ablate_heads_needs_a_model_with_layers():
 
 def test_token_char_spans_cover_the_text(sp_tokenizer):
     ids = sp_tokenizer.encode(STORY, bos=True)
-    spans = viz.token_char_spans(sp_tokenizer, ids)
+    spans = interp.token_char_spans(sp_tokenizer, ids)
     assert len(spans) == len(ids)
     assert spans[0] == (0, 0)  # <s> adds no characters
     assert all(a == b for (_, a), (b, _) in zip(spans, spans[1:], strict=False))  # no gaps
@@ -157,12 +159,12 @@ def test_token_char_spans_cover_the_text(sp_tokenizer):
 @pytest.mark.parametrize("which", ["sentencepiece", "one token per word"])
 def test_find_name_mentions(sp_tokenizer, which):
     tok = sp_tokenizer if which == "sentencepiece" else WordTokenizer(STORY)
-    found = viz.find_name_mentions(tok, STORY, NAMES)
+    found = interp.find_name_mentions(tok, STORY, NAMES)
     assert found.text == STORY
     assert found.tokens == tok.encode(STORY, bos=True)
     assert set(found.first) == {"Mia", "Theo"}  # Leo is not in the story; "The" is not Theo
     assert [name for name, _ in found.later] == ["Theo", "Mia"]
-    spans = viz.token_char_spans(tok, found.tokens)
+    spans = interp.token_char_spans(tok, found.tokens)
 
     def covered(positions: list[int]) -> str:
         return STORY[spans[positions[0]][0] : spans[positions[-1]][1]].strip()
@@ -180,23 +182,23 @@ def test_find_name_mentions(sp_tokenizer, which):
 
 
 def test_find_name_mentions_without_bos_and_with_a_bad_name_list(sp_tokenizer):
-    found = viz.find_name_mentions(sp_tokenizer, STORY, ["Mia"], bos=False)
+    found = interp.find_name_mentions(sp_tokenizer, STORY, ["Mia"], bos=False)
     assert found.tokens == sp_tokenizer.encode(STORY)
     assert len(found.later) == 1
     with pytest.raises(ValueError, match="at least one name"):
-        viz.find_name_mentions(sp_tokenizer, STORY, [])
+        interp.find_name_mentions(sp_tokenizer, STORY, [])
 
 
 def test_stack_tokens_and_copy_target_masks():
     tok = WordTokenizer(STORY + " Leo")
-    long = viz.find_name_mentions(tok, STORY, NAMES)
-    short = viz.find_name_mentions(tok, "Leo met Leo.", NAMES)
-    batch = viz.stack_tokens([long, short], pad_id=0)
+    long = interp.find_name_mentions(tok, STORY, NAMES)
+    short = interp.find_name_mentions(tok, "Leo met Leo.", NAMES)
+    batch = interp.stack_tokens([long, short], pad_id=0)
     assert batch.shape == (2, len(long.tokens)) and batch.dtype == torch.long
     assert batch[1, : len(short.tokens)].tolist() == short.tokens
     assert (batch[1, len(short.tokens) :] == 0).all()
 
-    copy_mask, other = viz.copy_target_masks([long, short], batch.shape[1])
+    copy_mask, other = interp.copy_target_masks([long, short], batch.shape[1])
     assert copy_mask.shape == other.shape == (2, batch.shape[1] - 1)
     # position t predicts token t + 1: the later mentions' tokens, one step earlier
     assert copy_mask[0].nonzero().flatten().tolist() == [p[0] - 1 for _, p in long.later]
@@ -205,9 +207,9 @@ def test_stack_tokens_and_copy_target_masks():
     assert (copy_mask | other)[0].all()  # every prediction of the long story is one or the other
     assert (copy_mask | other)[1].sum() == len(short.tokens) - 1  # none on the padding
     with pytest.raises(ValueError, match="more than width"):
-        viz.copy_target_masks([long], 3)
+        interp.copy_target_masks([long], 3)
     with pytest.raises(ValueError, match="at least one story"):
-        viz.stack_tokens([])
+        interp.stack_tokens([])
 
 
 # --- copy scores ------------------------------------------------------------------------------
@@ -216,22 +218,22 @@ def test_stack_tokens_and_copy_target_masks():
 def test_copy_score_by_hand():
     weights = torch.softmax(causal_mask(6), dim=-1)  # row i: 1 / (i + 1) on keys 0..i
     weights = weights.expand(2, 3, 6, 6)
-    score = viz.copy_score(weights, first=[1, 2], later_start=5)  # query 4 sees 5 keys
+    score = interp.copy_score(weights, first=[1, 2], later_start=5)  # query 4 sees 5 keys
     assert score.shape == (2, 3)
     torch.testing.assert_close(score, torch.full((2, 3), 2 / 5))
     with pytest.raises(ValueError, match="before the later mention"):
-        viz.copy_score(weights, [1, 5], 5)
+        interp.copy_score(weights, [1, 5], 5)
     with pytest.raises(ValueError, match="later_start"):
-        viz.copy_score(weights, [1], 7)
+        interp.copy_score(weights, [1], 7)
     with pytest.raises(ValueError, match="empty"):
-        viz.copy_score(weights, [], 4)
+        interp.copy_score(weights, [], 4)
 
 
 def test_copy_head_scores_averages_over_all_later_mentions():
     tok = WordTokenizer(STORY)
-    stories = [viz.find_name_mentions(tok, STORY, NAMES),
-               viz.find_name_mentions(tok, "Mia met Mia.", NAMES)]
-    width = viz.stack_tokens(stories).shape[1]
+    stories = [interp.find_name_mentions(tok, STORY, NAMES),
+               interp.find_name_mentions(tok, "Mia met Mia.", NAMES)]
+    width = interp.stack_tokens(stories).shape[1]
     gen = torch.Generator().manual_seed(0)
     attentions = [
         torch.softmax(torch.randn(2, 4, width, width, generator=gen) + causal_mask(width), -1)
@@ -243,7 +245,7 @@ def test_copy_head_scores_averages_over_all_later_mentions():
             query = positions[0] - 1
             attentions[2][row, 1, query] = 0.0
             attentions[2][row, 1, query, story.first[name]] = 1.0 / len(story.first[name])
-    scores = viz.copy_head_scores(attentions, stories)
+    scores = interp.copy_head_scores(attentions, stories)
     assert scores.shape == (3, 4)
     assert scores[2, 1] == pytest.approx(1.0)
     by_hand = torch.zeros(3, 4)
@@ -254,10 +256,10 @@ def test_copy_head_scores_averages_over_all_later_mentions():
     torch.testing.assert_close(scores, by_hand / len(mentions))
     assert len(mentions) == 3
     with pytest.raises(ValueError, match="row j must be story j"):
-        viz.copy_head_scores(attentions, stories[:1])
-    quiet = [viz.find_name_mentions(tok, "Mia met Theo.", NAMES)]
+        interp.copy_head_scores(attentions, stories[:1])
+    quiet = [interp.find_name_mentions(tok, "Mia met Theo.", NAMES)]
     with pytest.raises(ValueError, match="nothing to copy"):
-        viz.copy_head_scores([a[:1] for a in attentions], quiet)
+        interp.copy_head_scores([a[:1] for a in attentions], quiet)
 
 
 # --- logit lens, PCA, word vectors ------------------------------------------------------------
@@ -266,8 +268,8 @@ def test_copy_head_scores_averages_over_all_later_mentions():
 def test_logit_lens_of_the_last_stream_is_exactly_the_logits(model, tokens):
     with torch.no_grad():
         trace = model.trace(tokens)
-        last = viz.logit_lens(trace.hidden_states[-1], model.norm, model.output)
-        every = viz.logit_lens(torch.stack(trace.hidden_states), model.norm, model.output)
+        last = interp.logit_lens(trace.hidden_states[-1], model.norm, model.output)
+        every = interp.logit_lens(torch.stack(trace.hidden_states), model.norm, model.output)
     assert torch.equal(last, trace.logits)
     assert every.shape == (model.args.n_layers + 1, *trace.logits.shape)
     torch.testing.assert_close(every[-1], trace.logits)
@@ -278,7 +280,7 @@ def test_pca_2d_matches_the_covariance_eigenvectors_and_pca_lowrank():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(50, 6, generator=gen, dtype=torch.float64) * torch.tensor(
         [5.0, 3.0, 1.0, 0.5, 0.2, 0.1], dtype=torch.float64) + 7.0
-    out = viz.pca_2d(x)
+    out = interp.pca_2d(x)
     assert out.shape == (50, 2) and out.dtype == torch.float64
     torch.testing.assert_close(out.mean(0), torch.zeros(2, dtype=torch.float64))
     centred = x - x.mean(0)
@@ -296,36 +298,36 @@ def test_pca_2d_matches_the_covariance_eigenvectors_and_pca_lowrank():
 def test_pca_2d_sign_convention_and_errors():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(20, 4, generator=gen)
-    out = viz.pca_2d(x)
+    out = interp.pca_2d(x)
     assert out.dtype == torch.float32
     centred = (x - x.mean(0)).double()
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     for c in range(2):  # each direction is turned so that its largest entry is positive
         direction = vh[c] if vh[c][vh[c].abs().argmax()] > 0 else -vh[c]
         torch.testing.assert_close(out[:, c], (centred @ direction).float())
-    torch.testing.assert_close(viz.pca_2d(x + 100.0), out, atol=1e-4, rtol=1e-4)  # a shift
-    torch.testing.assert_close(viz.pca_2d(-x), -out)  # same directions, points mirrored
+    torch.testing.assert_close(interp.pca_2d(x + 100.0), out, atol=1e-4, rtol=1e-4)  # a shift
+    torch.testing.assert_close(interp.pca_2d(-x), -out)  # same directions, points mirrored
     with pytest.raises(ValueError, match="N, D >= 2"):
-        viz.pca_2d(torch.randn(5))
+        interp.pca_2d(torch.randn(5))
     with pytest.raises(ValueError, match="N, D >= 2"):
-        viz.pca_2d(torch.randn(1, 4))
+        interp.pca_2d(torch.randn(1, 4))
 
 
 def test_word_vectors_mean_or_first_piece(sp_tokenizer):
     table = torch.arange(sp_tokenizer.vocab_size * 2, dtype=torch.float32).view(-1, 2)
     ids = [i for i in sp_tokenizer.encode("Hugo") if sp_tokenizer.token_text(i).strip()]
     assert len(ids) > 1  # several pieces with this vocabulary
-    mean = viz.word_vectors(table, sp_tokenizer, ["Hugo", "ball"])
-    first = viz.word_vectors(table, sp_tokenizer, ["Hugo", "ball"], how="first")
+    mean = interp.word_vectors(table, sp_tokenizer, ["Hugo", "ball"])
+    first = interp.word_vectors(table, sp_tokenizer, ["Hugo", "ball"], how="first")
     assert mean.shape == first.shape == (2, 2)
     torch.testing.assert_close(mean[0], table[ids].mean(0))
     torch.testing.assert_close(first[0], table[ids[0]])
     zoe = [i for i in sp_tokenizer.encode("Zoe") if sp_tokenizer.token_text(i).strip()]
     assert len(zoe) < len(sp_tokenizer.encode("Zoe"))  # its lone space piece is left out
-    only_zoe = viz.word_vectors(table, sp_tokenizer, ["Zoe"])
+    only_zoe = interp.word_vectors(table, sp_tokenizer, ["Zoe"])
     torch.testing.assert_close(only_zoe[0], table[zoe].mean(0))
     with pytest.raises(ValueError, match="how must be"):
-        viz.word_vectors(table, sp_tokenizer, ["Hugo"], how="last")
+        interp.word_vectors(table, sp_tokenizer, ["Hugo"], how="last")
 
 
 # --- figures ----------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ MODULE_HOME = {
     "interop": 8,
     "train": 9,
     "generate": 10,
+    "interpretability": 11,
+    "ablation": 12,
     "metrics": 13,
     "glossary": 13,
-    "ablation": 12,
 }
 NAME_HOME = {
     ("model", "ModelArgs"): 3,  # the sizes of real models, read from a dataclass

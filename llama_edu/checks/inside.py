@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import viz as ref
+from .. import interpretability as ref
 from ..attention import causal_mask
 from ..norm import RMSNorm
 from ._core import Mistake, call, check, close, fail, match_mistakes
