@@ -298,7 +298,8 @@ def markdown_table(rows: Sequence[LabRow], baseline: str = BASELINE.name) -> str
     ]
     for r in rows:
         mean = "diverged" if r.diverged == r.n_seeds else f"{r.excess_mean:.3f}"
-        spread = "" if r.diverged else f"{r.excess_min:.3f} .. {r.excess_max:.3f}"
+        one = r.diverged or r.n_seeds == 1
+        spread = "—" if one else f"{r.excess_min:.3f} .. {r.excess_max:.3f}"
         against = "—" if r is base else verdict(r, base)
         gap = "" if r.diverged else f"{r.gap_closed_mean:.1%}"
         lines.append(

@@ -435,6 +435,23 @@ TERMS: tuple[Term, ...] = (
        "Projecting vectors onto the few directions along which they vary most, for example to "
        "draw embeddings on a 2-D map.",
        "把向量投影到变化最大的少数几个方向上，例如把嵌入画在二维平面上。"),
+    _t("Induction head", "归纳头", 11,
+       "An attention head that, at a token seen before, attends to the token that followed its "
+       "earlier occurrence and so predicts it again; measured on repeated random tokens.",
+       "在之前出现过的词元处，关注其上一次出现之后的那个词元，从而再次预测它的注意力头；"
+       "用重复的随机词元序列来测量。"),
+    _t("Direct logit attribution", "直接 logit 归因", 11,
+       "Splitting a logit into the shares that the embedding, each attention head and each "
+       "feed-forward layer write into the final residual stream, with the final norm's scale "
+       "frozen so that the shares add up exactly.",
+       "在冻结最终归一化缩放系数的前提下，把一个 logit 拆分为嵌入、每个注意力头和每个前馈层"
+       "写入最终残差流的份额，这些份额之和恰好等于该 logit。"),
+    _t("Activation patching", "激活修补", 11,
+       "Running a model on a corrupted input while putting back one activation (for example one "
+       "head's output at one position) from the run on the clean input, to measure how much of "
+       "the clean prediction it restores.",
+       "在损坏的输入上运行模型，同时放回干净输入运行中的某个激活（例如某个头在某个位置的输出），"
+       "以测量它能恢复多少干净的预测。"),
     # --- 12 ablation lab ----------------------------------------------------------------------
     _t("Ablation study", "消融实验", 12,
        "Training the same model several times, changing one design choice at a time, to "
