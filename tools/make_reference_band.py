@@ -144,7 +144,12 @@ def main() -> None:
                         default=Path(tempfile.gettempdir()) / "llama_edu_band")
     parser.add_argument("--from-raw", action="store_true", help="use the runs saved in --raw-dir")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     wall = None if args.from_raw else run_seeds(args.seeds, args.raw_dir)
     raws = [json.loads((args.raw_dir / f"seed_{s}.json").read_text()) for s in args.seeds]
     if wall is None:
