@@ -53,6 +53,7 @@ def _fail(command: str, exc: BaseException | str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .data import CORPORA
+    from .loss_report import gap_report
     from .runfiles import RunFolderError
     from .train import CheckpointError, TrainConfig, train
 
@@ -77,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise ValueError("under torchrun give --max-steps, so that every process agrees.")
             cfg.max_steps = _steps_for_minutes(cfg, args.minutes)
-        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                       callback=_print_evaluation)
     except (ValueError, OSError, RuntimeError, CheckpointError, RunFolderError) as exc:
         return _fail("train", exc)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -86,7 +88,17 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{result.stopped} after {result.step} steps; run saved in {result.out_dir}")
     if last:
         print(f"validation loss {last['val_loss']:.4f} nats/token, {last['val_bpc']:.4f} bits/char")
+        print("at the end: " + gap_report(last, result.baselines))
     return 0
+
+
+def _print_evaluation(record: dict[str, float]) -> None:
+    """Print one line per evaluation: the step, the loss and where it stands (gap_report)."""
+    from .loss_report import gap_report
+
+    if "val_loss" in record:
+        print(f"step {record['step']}: val loss {record['val_loss']:.4f} nats/token; "
+              + gap_report(record), flush=True)
 
 
 def _steps_for_minutes(cfg: TrainConfig, minutes: float) -> int:

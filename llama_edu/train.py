@@ -200,23 +200,48 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 @dataclass
 class Corpus:
-    """Token streams for training and validation, and what is needed to report bits/char."""
+    """Token streams for training and validation, and what is needed to report bits/char.
+
+    baselines holds, in bits per character of the validation documents (each counted with one
+    newline, as val_chars counts them): "unigram_bpc" and "bigram_bpc" (character models fit
+    on the training documents) and, for TinyTales only, "floor_bpc", the exact entropy of the
+    validation stories under the generator, sum(-log2 p(story)) / val_chars.
+    """
 
     train: torch.Tensor
     val: torch.Tensor
     val_chars: int
     tokenizer: SentencePieceTokenizer
     val_texts: list[str] = field(default_factory=list)
+    baselines: dict[str, float] = field(default_factory=dict)
+
+
+def baselines_bpc(
+    train_texts: list[str], val_texts: list[str], val_bits: float | None = None
+) -> dict[str, float]:
+    """Unigram and bigram bits/char on val_texts, and the floor val_bits / chars if given."""
+    from .data import bigram_bits_per_char, unigram_bits_per_char
+
+    out = {
+        "unigram_bpc": unigram_bits_per_char(train_texts, val_texts),
+        "bigram_bpc": bigram_bits_per_char(train_texts, val_texts),
+    }
+    if val_bits is not None:
+        out["floor_bpc"] = val_bits / sum(len(t) + 1 for t in val_texts)
+    return out
 
 
 def prepare_corpus(cfg: TrainConfig, out_dir: Path) -> Corpus:
-    """Make (or reuse) the run's tokenizer and encode train and validation text."""
+    """Make (or reuse) the run's tokenizer, encode train and validation text, and its baselines."""
+    val_bits = None
     if cfg.corpus == "tiny-tales":
         tales = TinyTales()
         train_texts = [s.text for s in tales.sample(cfg.n_stories, seed=cfg.seed)]
-        val_texts = [
-            s.text for s in tales.sample(max(200, cfg.n_stories // 20), seed=cfg.seed + 10**6)
-        ]
+        val_stories = tales.sample(max(200, cfg.n_stories // 20), seed=cfg.seed + 10**6)
+        val_texts = [s.text for s in val_stories]
+        # Story.bits includes the generator's choice to end the story, which the newline
+        # (eos in the token stream) stands for, and Story.n_chars counts that newline.
+        val_bits = sum(s.bits for s in val_stories)
     else:
         train_text, val_text = train_val_split(load_corpus(cfg.corpus), 0.1, seed=cfg.seed)
         train_texts, val_texts = train_text.split("\n"), val_text.split("\n")
@@ -238,7 +263,9 @@ def prepare_corpus(cfg: TrainConfig, out_dir: Path) -> Corpus:
 
     # each document ends with a newline in the character count: eos stands for it
     val_chars = sum(len(t) + 1 for t in val_texts)
-    return Corpus(stream(train_texts), stream(val_texts), val_chars, tokenizer, val_texts)
+    baselines = baselines_bpc(train_texts, val_texts, val_bits)
+    return Corpus(stream(train_texts), stream(val_texts), val_chars, tokenizer, val_texts,
+                  baselines)
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -587,12 +614,20 @@ class TrainResult:
     step: int
     stopped: str  # "finished", "interrupted", "time limit" or "non-finite loss"
     out_dir: Path | None
+    baselines: dict[str, float] = field(default_factory=dict)  # Corpus.baselines of the run
 
 
 def evaluate(
     model: Llama, corpus: Corpus, cfg: TrainConfig, device: torch.device
 ) -> dict[str, float]:
-    """Validation loss (nats/token) on fixed windows, and the same in bits per character."""
+    """Validation loss (nats/token) on fixed windows, the same in bits/char, and the baselines.
+
+    The record holds val_loss, val_bpc and corpus.baselines (unigram_bpc, bigram_bpc and on
+    TinyTales floor_bpc), measured on the same validation documents and characters (each with
+    its newline) as val_bpc. With a floor it also holds val_excess_bpc = val_bpc - floor_bpc
+    and gap_closed = (bigram_bpc - val_bpc) / (bigram_bpc - floor_bpc): 1 at the floor, 0 at
+    the character bigram model.
+    """
     windows = corpus.val[: (corpus.val.numel() - 1) // cfg.seq_len * cfg.seq_len + 1]
     n = min(cfg.eval_batches * cfg.batch_size, (windows.numel() - 1) // cfg.seq_len)
     if n < 1:
@@ -610,7 +645,16 @@ def evaluate(
     model.train(was_training)
     loss = total / (n * cfg.seq_len)
     chars_per_token = corpus.val_chars / corpus.val.numel()
-    return {"val_loss": loss, "val_bpc": loss / math.log(2) / chars_per_token}
+    record = {"val_loss": loss, "val_bpc": loss / math.log(2) / chars_per_token}
+    return record | corpus.baselines | excess_over_floor(record["val_bpc"], corpus.baselines)
+
+
+def excess_over_floor(val_bpc: float, baselines: dict[str, float]) -> dict[str, float]:
+    """val_excess_bpc and gap_closed of a validation bits/char, or {} without a floor."""
+    if "floor_bpc" not in baselines:
+        return {}
+    floor, bigram = baselines["floor_bpc"], baselines["bigram_bpc"]
+    return {"val_excess_bpc": val_bpc - floor, "gap_closed": (bigram - val_bpc) / (bigram - floor)}
 
 
 def _distributed() -> tuple[int, int]:
@@ -632,8 +676,9 @@ def train(
 ) -> TrainResult:
     """Train a Llama on cfg.corpus, checkpointing into out_dir; Ctrl-C saves and stops cleanly.
 
-    callback receives the record of every evaluation (it has "val_loss"), and with
-    callback_every=n also the record of every n-th step (n=1: every step), for a live plot.
+    callback receives the record of every evaluation (it has "val_loss"; on TinyTales also
+    "val_excess_bpc" and "gap_closed", see `evaluate`), and with callback_every=n also the record
+    of every n-th step (n=1: every step), for a live plot.
 
     A new run is prepared in a staging folder next to out_dir (corpus read, tokenizer trained,
     config written) before anything in out_dir is touched; overwrite=True replaces only a run
@@ -811,7 +856,8 @@ def train(
     if world > 1:
         dist.barrier()
     model.eval()
-    return TrainResult(model, corpus.tokenizer, state["history"], step, stopped, run_dir)
+    return TrainResult(model, corpus.tokenizer, state["history"], step, stopped, run_dir,
+                       corpus.baselines)
 
 
 def load_run(out_dir: str | os.PathLike) -> tuple[Llama, SentencePieceTokenizer]:

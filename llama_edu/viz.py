@@ -14,6 +14,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -521,6 +522,18 @@ def sampling_figure(
     return fig, drawn
 
 
+def draw_reference_band(ax: Axes, band: Mapping[str, Any]) -> None:
+    """Shade the band's training loss (min to max over seeds) and mark its validation range."""
+    train = band["train_loss"]
+    ax.fill_between(band["train_steps"], train["min"], train["max"], color="tab:green",
+                    alpha=0.25, lw=0, label=f"reference: {len(band['seeds'])} seeds, "
+                    f"mean of {band['train_block']} steps (min to max)")
+    if "val_loss" in band:
+        val = band["val_loss"]
+        ax.vlines(band["eval_steps"], val["min"], val["max"], color="tab:green", lw=6,
+                  alpha=0.6, label="reference validation (min to max)")
+
+
 class LiveLossPlot:
     """A loss curve for `train(callback=...)` that redraws every `every` steps, in milliseconds.
 
@@ -536,7 +549,9 @@ class LiveLossPlot:
         every: int = 10,
         reference: float | None = None,
         reference_label: str = "",
+        band: Mapping[str, Any] | None = None,
     ) -> None:
+        """band: a reference band (llama_edu.loss_report.load_band()), drawn behind the curves."""
         if max_steps < 1 or every < 1 or not max_loss > 0:
             raise ValueError(
                 f"need max_steps >= 1, every >= 1 and max_loss > 0, got {max_steps}, {every} "
@@ -553,6 +568,8 @@ class LiveLossPlot:
         self._ax = self.figure.subplots()
         if reference is not None:
             self._ax.axhline(reference, color="grey", ls=":", lw=1, label=reference_label)
+        if band is not None:
+            draw_reference_band(self._ax, band)
         (self._train_line,) = self._ax.plot([], [], lw=1, label="training batch (every step)")
         (self._val_line,) = self._ax.plot([], [], "s-", label="validation")
         self._ax.set(xlim=(0, max_steps), ylim=(0, max_loss), title="loss while training",

@@ -30,6 +30,7 @@ MODULE_HOME = {
     "model": 8,
     "interop": 8,
     "train": 9,
+    "loss_report": 9,  # is my loss normal? the floor, the gap closed and the reference band
     "generate": 10,
     "interpretability": 11,
     "ablation": 12,

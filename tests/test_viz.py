@@ -257,6 +257,22 @@ def test_live_loss_plot_draws_the_line_inside_the_axes():
     assert 0.3 * len(empty) < rows.mean() < 0.7 * len(empty)  # halfway up the axes
 
 
+def test_live_loss_plot_shades_the_reference_band_behind_the_curves():
+    band = {"seeds": [1, 2], "train_block": 10, "train_steps": [10, 20],
+            "train_loss": {"min": [1.0, 1.0], "median": [1.5, 1.5], "max": [2.0, 2.0]},
+            "eval_steps": [20], "val_loss": {"min": [1.0], "median": [1.5], "max": [2.0]}}
+    plain = grey_pixels(viz.LiveLossPlot(max_steps=20, max_loss=4.0).png())
+    shaded = grey_pixels(viz.LiveLossPlot(max_steps=20, max_loss=4.0, band=band).png())
+    rows = (shaded != plain).nonzero()[:, 0].float()
+    height = len(plain)
+    # the shading covers loss 1 to 2 of 0 to 4: the middle quarter of the axes, not the rest
+    assert len(rows) > 1000
+    assert 0.35 * height < rows.median() < 0.65 * height
+    labels = [t.get_text() for t in
+              viz.LiveLossPlot(max_steps=20, max_loss=4.0, band=band)._ax.get_legend().get_texts()]
+    assert "reference: 2 seeds, mean of 10 steps (min to max)" in labels
+
+
 @pytest.mark.parametrize("bad", [dict(max_steps=0), dict(every=0), dict(max_loss=0.0)])
 def test_live_loss_plot_refuses_bad_sizes(bad):
     with pytest.raises(ValueError, match="need max_steps"):
