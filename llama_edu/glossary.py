@@ -356,6 +356,18 @@ TERMS: tuple[Term, ...] = (
     _t("Bigram model", "二元语法模型", 9,
        "A simple model that predicts each symbol from the one symbol just before it.",
        "只根据前一个符号预测下一个符号的简单模型。"),
+    _t("Excess over the floor", "超出熵下界的部分", 9,
+       "A model's bits per character minus the exact entropy of the same text: what the model "
+       "still loses against a perfect model.",
+       "模型的每字符比特数减去同一文本的精确熵：模型与完美模型相比仍然多付出的部分。"),
+    _t("Gap closed", "已缩小的差距", 9,
+       "The share of the distance from the bigram baseline down to the entropy floor that a "
+       "model has covered: (bigram - model) / (bigram - floor).",
+       "模型在从二元语法基线到熵下界的距离中已走过的比例：(二元 - 模型) / (二元 - 下界)。"),
+    _t("Reference band", "参考区间", 9,
+       "The range of loss curves of one recommended training run over several seeds, drawn behind "
+       "a learner's own curve to show whether it is normal.",
+       "同一推荐训练配置在多个随机种子下的损失曲线范围，画在学习者自己的曲线后面，用来判断是否正常。"),
     _t("Perplexity", "困惑度", 9,
        "The exponential of the loss in nats, e^loss: the number of equally likely choices that "
        "would leave the model as uncertain as it is.",
@@ -461,10 +473,6 @@ TERMS: tuple[Term, ...] = (
        "The range of a result over runs that differ only in their random seed; a difference "
        "smaller than it has not been shown to be real.",
        "只改变随机种子的多次运行之间结果的波动范围；小于它的差别不能算已被证实。"),
-    _t("Excess over the floor", "超出熵下界的部分", 12,
-       "A model's bits per character minus the exact entropy of the same text: what the model "
-       "still loses against a perfect model.",
-       "模型的每字符比特数减去同一文本的精确熵：模型与完美模型相比仍然多付出的部分。"),
     # --- 13 myths and facts -------------------------------------------------------------------
     _t("Log-likelihood", "对数似然", 13,
        "The sum of the log-probabilities that a model gives the tokens of a text; higher means "
