@@ -27,6 +27,7 @@ lab: install
 	$(PYTHON) -m jupyter lab notebooks/00_welcome.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: install
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 student: install
