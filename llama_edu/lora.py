@@ -176,10 +176,10 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def _shared_weights(model: nn.Module) -> dict[int, list[str]]:
-    """Names of every parameter, grouped by the storage they use (tied weights share one)."""
+    """Names of every parameter, grouped by parameter object (a tied weight has several names)."""
     groups: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        groups.setdefault(p.data_ptr(), []).append(name)
+        groups.setdefault(id(p), []).append(name)
     return groups
 
 
@@ -213,7 +213,7 @@ def add_lora(model: nn.Module, r: int, alpha: float, targets: Sequence[str]) -> 
         chosen += [n for n in found if n not in chosen]
     shared = _shared_weights(model)
     for name in chosen:
-        names = shared[linears[name].weight.data_ptr()]
+        names = shared[id(linears[name].weight)]
         if len(names) > 1:
             others = [n for n in names if not n.startswith(name + ".")]
             raise ValueError(

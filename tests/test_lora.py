@@ -96,6 +96,7 @@ def test_a_fresh_adapter_changes_nothing() -> None:
 # ------------------------------------------------------------------------------- equal to peft
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 def test_logits_and_trainable_counts_equal_peft_on_the_same_weights() -> None:
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")
@@ -362,3 +363,26 @@ def test_metadata_is_json(tmp_path) -> None:
     assert json.loads(raw["targets"]) == ["wq", "wv"]
     assert keys == sorted(f"layers.{i}.attention.{w}.lora_{ab}.weight" for i in range(2)
                           for w in ("wq", "wv") for ab in "AB")  # fmt: skip
+
+
+def test_training_changes_only_the_adapter_and_survives_save_load_merge(tmp_path) -> None:
+    model = add_lora(base_model(), r=2, alpha=4, targets=["wq", "wv", "w2"])
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if "lora_" not in k}
+    optimizer = torch.optim.AdamW(lora_parameters(model), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(5):
+        logits = model(tokens())
+        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens()[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
+    want = model(tokens())
+    path = save_adapter(model, tmp_path / "adapter.safetensors", r=2, alpha=4,
+                        targets=["wq", "wv", "w2"])  # fmt: skip
+    fresh = merge_lora(load_adapter(base_model(), path), replace=True)
+    torch.testing.assert_close(fresh(tokens()), want, atol=1e-5, rtol=1e-5)
