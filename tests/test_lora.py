@@ -386,3 +386,21 @@ def test_training_changes_only_the_adapter_and_survives_save_load_merge(tmp_path
                         targets=["wq", "wv", "w2"])  # fmt: skip
     fresh = merge_lora(load_adapter(base_model(), path), replace=True)
     torch.testing.assert_close(fresh(tokens()), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failed_save_leaves_the_old_adapter_whole_and_no_temporary_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    path = save_adapter(trained(), tmp_path / "adapter.safetensors")
+    data = path.read_bytes()
+
+    def crash_half_way(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_adapter(trained(seed=9), path)
+    assert path.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter.safetensors"]
