@@ -30,6 +30,7 @@ __all__ = [
     "build_sft_example",
     "chat_tokenizer",
     "check_pair",
+    "collate_sft",
     "dpo_loss",
     "encode_chat",
     "format_chat",
@@ -209,6 +210,35 @@ def build_sft_example(
     return tokens[:-1], tokens[1:], mask
 
 
+def collate_sft(
+    examples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack `build_sft_example` outputs into (B, T) tensors, padding on the right.
+
+    Padding positions get `pad_id` as input and target and False in the mask, so they add
+    nothing to `masked_lm_loss`; with a causal model, padding after a sequence does not change
+    the logits of the sequence itself.
+    """
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
+        raise ValueError(f"pad_id must be a token id (an int >= 0), got {pad_id!r}")
+    if not examples:
+        raise ValueError("examples is empty; pass at least one (inputs, targets, mask) triple")
+    for k, example in enumerate(examples):
+        if len(example) != 3 or len({tuple(t.shape) for t in example}) != 1:
+            raise ValueError(
+                f"example {k} must be an (inputs, targets, mask) triple of equal 1-D shapes, as "
+                "build_sft_example returns"
+            )
+    length = max(len(example[0]) for example in examples)
+    batch = len(examples)
+    inputs = torch.full((batch, length), pad_id, dtype=torch.long)
+    targets = torch.full((batch, length), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, length), dtype=torch.bool)
+    for b, (x, y, m) in enumerate(examples):
+        inputs[b, : len(x)], targets[b, : len(y)], mask[b, : len(m)] = x, y, m.bool()
+    return inputs, targets, mask
+
+
 # --------------------------------------------------------------------------------------------
 # Growing the model's vocabulary
 # --------------------------------------------------------------------------------------------
@@ -249,9 +279,7 @@ def resize_vocab(model: Llama, new_vocab_size: int) -> Llama:
         state["output.weight"] = state["tok_embeddings.weight"]
     else:
         state["output.weight"] = grow(state["output.weight"])
-    grown.load_state_dict(state)
-    if args.tie_embeddings and grown.output.weight is not grown.tok_embeddings.weight:
-        grown.output.weight = grown.tok_embeddings.weight
+    grown.load_state_dict(state)  # copies in place, so tied weights stay one tensor
     grown.train(model.training)
     return grown
 
@@ -317,7 +345,9 @@ def sequence_logprobs(model: Llama, ids: torch.Tensor, mask: torch.Tensor) -> to
     Shapes: ids (B, T), mask (B, T) aligned with ids (True on the tokens to score, typically
     the answer); the result has shape (B,) in nats. Position 0 has no prediction, so mask[:, 0]
     must be False. Gradients flow to the model; wrap the call in torch.no_grad() for the
-    frozen reference model.
+    frozen reference model. From `build_sft_example`'s (inputs, targets, mask) (or
+    `collate_sft`'s), the same tokens are ``ids = cat([inputs[:, :1], targets], 1)`` with
+    ``mask = cat([zeros(B, 1), mask], 1)``.
     """
     fn = "sequence_logprobs"
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2:

@@ -13,6 +13,7 @@ from llama_edu.posttrain import (
     build_sft_example,
     chat_tokenizer,
     check_pair,
+    collate_sft,
     dpo_loss,
     encode_chat,
     format_chat,
@@ -472,3 +473,28 @@ def test_a_pair_with_the_same_chosen_and_rejected_answer_is_refused():
         make_preference_pairs(["a", "b"], ["c", "b"])
     with pytest.raises(ValueError, match="2 chosen and 1 rejected"):
         make_preference_pairs(["a", "b"], ["c"])
+
+
+def test_collate_sft_pads_and_agrees_with_sequence_logprobs(chat_tok):
+    torch.manual_seed(0)
+    model = resize_vocab(Llama(tiny_args(vocab_size=512, max_seq_len=64)), 516).eval()
+    examples = [
+        build_sft_example(chat_tok, [msg("user", "Who?")], "Mia.", max_len=64),
+        build_sft_example(chat_tok, [msg("user", "Where did Tom go?")], "To the park.", 64),
+    ]
+    inputs, targets, mask = collate_sft(examples, pad_id=0)
+    n0, n1 = len(examples[0][0]), len(examples[1][0])
+    assert inputs.shape == (2, max(n0, n1))
+    assert not mask[0, n0:].any() and (inputs[0, n0:] == 0).all()
+    assert torch.equal(mask[1, :n1], examples[1][2])
+    ids = torch.cat([inputs[:, :1], targets], 1)
+    ids_mask = torch.cat([torch.zeros(2, 1, dtype=torch.bool), mask], 1)
+    with torch.no_grad():
+        logps = sequence_logprobs(model, ids, ids_mask)
+        for b, (x, y, m) in enumerate(examples):  # each example alone, without padding
+            alone = masked_lm_loss(model(x[None]), y[None], m[None]) * m.sum()
+            assert logps[b].item() == pytest.approx(-alone.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="triple"):
+        collate_sft([(inputs[0], targets[0])], pad_id=0)
+    with pytest.raises(ValueError, match="empty"):
+        collate_sft([], pad_id=0)
