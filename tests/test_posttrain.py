@@ -498,3 +498,17 @@ def test_collate_sft_pads_and_agrees_with_sequence_logprobs(chat_tok):
         collate_sft([(inputs[0], targets[0])], pad_id=0)
     with pytest.raises(ValueError, match="empty"):
         collate_sft([], pad_id=0)
+
+
+def test_encode_chat_equals_transformers_tokenizer_from_export_hf(chat_tok, tmp_path):
+    from transformers import AutoTokenizer
+
+    from llama_edu.interop import export_hf
+
+    model = Llama(tiny_args(vocab_size=chat_tok.vocab_size))
+    hf = AutoTokenizer.from_pretrained(export_hf(model, tmp_path / "hf", tokenizer=chat_tok))
+    for messages in CONVERSATIONS:
+        for generation_prompt in (False, True):
+            text = format_chat(messages, add_generation_prompt=generation_prompt)
+            want = hf(text, add_special_tokens=False)["input_ids"]
+            assert encode_chat(chat_tok, text) == want
