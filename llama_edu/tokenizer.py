@@ -502,7 +502,10 @@ class SentencePieceTokenizer:
         """Turn text into ids, optionally adding ``<s>`` in front and ``</s>`` at the end.
 
         Text that looks like a special token (e.g. the five characters ``<s>``) is encoded
-        as ordinary text, never as the special id.
+        as ordinary text, never as the special id. Pieces added with `add_special_pieces` are
+        different: they are found in the text itself, so ``"<|eot_id|>"`` in a chat
+        tokenizer's input becomes that piece's id (which is why `llama_edu.posttrain.format_chat`
+        refuses message contents that contain one).
         """
         _require_str(s, "the text to encode")
         try:
