@@ -266,7 +266,8 @@ def resize_vocab(model: Llama, new_vocab_size: int) -> Llama:
         )
     args = dataclasses.replace(model.args, vocab_size=new_vocab_size)
     weight = model.tok_embeddings.weight
-    grown = Llama(args).to(device=weight.device, dtype=weight.dtype)
+    with torch.random.fork_rng(devices=[]):  # the throw-away init leaves the global RNG as is
+        grown = Llama(args).to(device=weight.device, dtype=weight.dtype)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     extra = new_vocab_size - old
 
@@ -279,7 +280,17 @@ def resize_vocab(model: Llama, new_vocab_size: int) -> Llama:
         state["output.weight"] = state["tok_embeddings.weight"]
     else:
         state["output.weight"] = grow(state["output.weight"])
-    grown.load_state_dict(state)  # copies in place, so tied weights stay one tensor
+    try:
+        grown.load_state_dict(state)  # copies in place, so tied weights stay one tensor
+    except RuntimeError as err:
+        raise ValueError(
+            "resize_vocab works on a plain Llama, but this model's parameters do not match "
+            "its ModelArgs (are LoRA adapters attached?). Resize the vocabulary before adding "
+            "adapters, or merge them first."
+        ) from err
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, p in grown.named_parameters():
+        p.requires_grad_(name not in frozen)
     grown.train(model.training)
     return grown
 

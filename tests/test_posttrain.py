@@ -321,6 +321,25 @@ def test_resize_vocab_keeps_old_logits_and_starts_new_rows_at_the_mean(tied):
     assert not grown.training
 
 
+def test_resize_vocab_keeps_frozen_parameters_frozen_and_the_global_rng():
+    model = Llama(tiny_args())
+    model.layers[0].attention.wq.weight.requires_grad_(False)
+    torch.manual_seed(5)
+    grown = resize_vocab(model, 22)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)
+    assert not grown.layers[0].attention.wq.weight.requires_grad
+    assert grown.output.weight.requires_grad and grown.layers[1].attention.wq.weight.requires_grad
+
+
+def test_resize_vocab_refuses_a_model_whose_layers_were_replaced():
+    model = Llama(tiny_args())
+    model.layers[0].attention.wq = torch.nn.Sequential(model.layers[0].attention.wq)
+    with pytest.raises(ValueError, match="before adding"):
+        resize_vocab(model, 22)
+
+
 def test_resize_vocab_refuses_shrinking():
     model = Llama(tiny_args())
     with pytest.raises(ValueError, match="smaller than"):
