@@ -32,6 +32,7 @@ __all__ = [
     "PRE_SPLIT_PATTERN",
     "SentencePieceTokenizer",
     "TokenizerLike",
+    "add_special_pieces",
     "merge",
     "pair_counts",
     "pre_split",
@@ -501,7 +502,10 @@ class SentencePieceTokenizer:
         """Turn text into ids, optionally adding ``<s>`` in front and ``</s>`` at the end.
 
         Text that looks like a special token (e.g. the five characters ``<s>``) is encoded
-        as ordinary text, never as the special id.
+        as ordinary text, never as the special id. Pieces added with `add_special_pieces` are
+        different: they are found in the text itself, so ``"<|eot_id|>"`` in a chat
+        tokenizer's input becomes that piece's id (which is why `llama_edu.posttrain.format_chat`
+        refuses message contents that contain one).
         """
         _require_str(s, "the text to encode")
         try:
@@ -565,6 +569,93 @@ class SentencePieceTokenizer:
         if not text:
             raise ValueError("tokens_per_char needs a non-empty text")
         return len(self.encode(text)) / len(text)
+
+
+def add_special_pieces(
+    tokenizer: SentencePieceTokenizer, pieces: Sequence[str], path: str | os.PathLike[str]
+) -> SentencePieceTokenizer:
+    """Write a copy of `tokenizer`'s model to `path` with `pieces` added as unsplittable pieces.
+
+    The pieces are appended to the vocabulary as SentencePiece USER_DEFINED pieces, so they get
+    the ids vocab_size, vocab_size + 1, ... in the order given, and every existing id keeps its
+    piece. Unlike the control tokens ``<s>`` and ``</s>`` (which `encode` never produces from
+    text), a user-defined piece is matched in the text itself: ``"a<|eot_id|>b"`` encodes the
+    middle as one id, wherever it stands, and decodes back to the same characters. The source
+    model file is never changed. An existing `path` is refused unless it already holds exactly
+    the model this call would write (so running a notebook twice is safe).
+    """
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    if not isinstance(tokenizer, SentencePieceTokenizer):
+        raise TypeError(
+            "add_special_pieces needs a SentencePieceTokenizer (the byte-level BPETokenizer has no "
+            f"model file to extend), got {type(tokenizer).__name__}"
+        )
+    if isinstance(pieces, str) or not isinstance(pieces, Sequence):
+        raise TypeError(
+            "pieces must be a list or tuple of strings, e.g. ['<|eot_id|>'], got "
+            f"{type(pieces).__name__}"
+        )
+    if not pieces:
+        raise ValueError("pieces is empty; pass at least one piece to add")
+    seen: set[str] = set()
+    for piece in pieces:
+        _require_str(piece, "each special piece")
+        _utf8(piece)
+        if not piece or any(ch.isspace() for ch in piece) or "\u2581" in piece:
+            raise ValueError(
+                f"special piece {piece!r} is empty or holds whitespace; a special piece must be "
+                "one word of visible characters such as '<|eot_id|>'"
+            )
+        if piece in seen:
+            raise ValueError(f"special piece {piece!r} is listed twice; list each piece once")
+        seen.add(piece)
+        if tokenizer.sp.PieceToId(piece) != tokenizer.unk_id or piece == tokenizer.sp.IdToPiece(
+            tokenizer.unk_id
+        ):
+            raise ValueError(
+                f"{piece!r} is already a piece of this vocabulary (id "
+                f"{tokenizer.sp.PieceToId(piece)}); add only new pieces"
+            )
+    out = Path(path)
+    source = Path(tokenizer.model_path)
+    if out.exists() and out.resolve() == source.resolve():
+        raise ValueError(
+            f"{str(out)!r} is the tokenizer's own model file; add_special_pieces never changes "
+            "it. Pass a new path, e.g. next to your run's checkpoint."
+        )
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(source.read_bytes())
+    for piece in pieces:
+        proto.pieces.add(
+            piece=piece, score=0.0, type=model_pb2.ModelProto.SentencePiece.USER_DEFINED
+        )
+    data = proto.SerializeToString()
+    if out.exists():
+        if out.is_file() and out.read_bytes() == data:
+            return SentencePieceTokenizer(out)
+        raise FileExistsError(
+            f"{str(out)!r} already exists and is not this tokenizer with these pieces; nothing "
+            "was changed. Choose a new path or move that file away."
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        extended = SentencePieceTokenizer(tmp)  # fails here rather than after the move
+        if extended.vocab_size != tokenizer.vocab_size + len(pieces):
+            raise RuntimeError(
+                f"SentencePiece loaded {extended.vocab_size} pieces, expected "
+                f"{tokenizer.vocab_size + len(pieces)}; the model file was not written"
+            )
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return SentencePieceTokenizer(out)
 
 
 def _looks_like_path(s: str) -> bool:
