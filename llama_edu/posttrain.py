@@ -27,6 +27,7 @@ from .tokenizer import SentencePieceTokenizer, add_special_pieces
 __all__ = [
     "CHAT_ROLES",
     "CHAT_SPECIAL_PIECES",
+    "answer_questions",
     "build_sft_example",
     "chat_tokenizer",
     "check_pair",
@@ -36,8 +37,13 @@ __all__ = [
     "format_chat",
     "make_preference_pairs",
     "masked_lm_loss",
+    "qa_eval",
     "resize_vocab",
+    "sample_stories",
     "sequence_logprobs",
+    "sft",
+    "sft_examples",
+    "story_stats",
 ]
 
 CHAT_SPECIAL_PIECES = (
@@ -470,3 +476,121 @@ def make_preference_pairs(chosen: Sequence[Any], rejected: Sequence[Any]) -> lis
             raise ValueError(f"pair {k}: {err}") from None
         pairs.append((good, bad))
     return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning and measuring: SFT on question answering, samples and their validity
+# --------------------------------------------------------------------------------------------
+
+
+def _chat_prompt(
+    tokenizer: SentencePieceTokenizer, messages: Sequence[Mapping[str, str]]
+) -> list[int]:
+    return encode_chat(tokenizer, format_chat(messages, add_generation_prompt=True))
+
+
+def answer_questions(
+    model: Llama, tokenizer: SentencePieceTokenizer, tasks: Sequence[Any], max_new_tokens: int = 8
+) -> list[str]:
+    """The model's greedy answer to each task (a `llama_edu.tasks.QATask`), up to <|eot_id|>."""
+    from .generate import generate
+
+    eot = _special_ids(tokenizer)[EOT]
+    prompts = [_chat_prompt(tokenizer, task.messages()[:1]) for task in tasks]
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = generate(model, prompts, max_new_tokens, temperature=0.0, stop_ids=[eot])
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode([t for t in out if t != eot]) for out in outputs]
+
+
+def qa_eval(
+    model: Llama, tokenizer: SentencePieceTokenizer, tasks: Sequence[Any]
+) -> dict[str, float]:
+    """Exact-match accuracy of the model's greedy answers, overall ("all") and per kind."""
+    from .tasks import qa_accuracy
+
+    return qa_accuracy(answer_questions(model, tokenizer, tasks), tasks)
+
+
+def sft_examples(
+    tokenizer: SentencePieceTokenizer, tasks: Sequence[Any], max_len: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`build_sft_example` for each task: its user message as prompt, its answer as the target."""
+    return [build_sft_example(tokenizer, task.messages()[:1], task.answer, max_len)
+            for task in tasks]
+
+
+def sft(
+    model: Llama,
+    examples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    pad_id: int = 0,
+) -> list[float]:
+    """Supervised fine-tuning: AdamW on `masked_lm_loss` over random batches; the step losses.
+
+    Only parameters with requires_grad are trained (after `lora.add_lora`, only the adapters).
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not examples:
+        raise ValueError("no examples to train on; make them with sft_examples(tokenizer, tasks)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    model.train()
+    losses = []
+    for _ in range(steps):
+        picks = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
+        inputs, targets, mask = collate_sft([examples[i] for i in picks], pad_id)
+        loss = masked_lm_loss(model(inputs.to(device)), targets.to(device), mask.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def sample_stories(
+    model: Llama,
+    tokenizer: SentencePieceTokenizer,
+    n: int,
+    seed: int,
+    temperature: float = 1.0,
+    max_new_tokens: int = 200,
+) -> list[str]:
+    """n stories sampled from a base model (bos, then tokens until eos), in one batch."""
+    from .generate import generate
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    limit = min(max_new_tokens, model.args.max_seq_len - 1)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = generate(model, [[tokenizer.bos_id]] * n, limit, temperature=temperature,
+                           stop_ids=[tokenizer.eos_id], generator=generator)
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode([t for t in out if t != tokenizer.eos_id]) for out in outputs]
+
+
+def story_stats(texts: Sequence[str], tales: Any = None) -> dict[str, float]:
+    """Share of valid stories (TinyTales.is_valid) and share of distinct texts among `texts`."""
+    from .data import TinyTales
+
+    if not texts:
+        raise ValueError("no texts to judge")
+    tales = tales or TinyTales()
+    return {"valid": sum(bool(tales.is_valid(t)) for t in texts) / len(texts),
+            "distinct": len(set(texts)) / len(texts), "n": len(texts)}
