@@ -12,7 +12,8 @@ try:
 except ImportError:  # running from a checkout that is not pip-installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llama_edu.data import TinyTales, bigram_bits_per_char, unigram_bits_per_char
+from llama_edu.data import bigram_bits_per_char, unigram_bits_per_char
+from llama_edu.tinytales import TinyTales
 
 N_GENERATE = 10_000
 N_TRAIN = 20_000

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from .data import TinyTales, bigram_bits_per_char, ratio_estimate
+from .data import bigram_bits_per_char
 from .model import Llama, ModelArgs
+from .tinytales import TinyTales, ratio_estimate
 from .tokenizer import SentencePieceTokenizer, train_sentencepiece
 from .train import TrainConfig, lr_at, make_optimizer, random_windows, story_bits_per_char
 

@@ -587,7 +587,7 @@ def sample_stories(
 
 def story_stats(texts: Sequence[str], tales: Any = None) -> dict[str, float]:
     """Share of valid stories (TinyTales.is_valid) and share of distinct texts among `texts`."""
-    from .data import TinyTales
+    from .tinytales import TinyTales
 
     if not texts:
         raise ValueError("no texts to judge")

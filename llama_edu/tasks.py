@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import _PLACE_PREPS, Story, TinyTales, Validity, _Mismatch, _Parser, _Person
+from .tinytales import _PLACE_PREPS, Story, TinyTales, Validity, _Mismatch, _Parser, _Person
 
 __all__ = [
     "COLOURS",

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .data import TinyTales, load_corpus, train_val_split
+from .data import load_corpus, train_val_split
 from .device import get_device
 from .model import Llama, ModelArgs
 from .runfiles import (
@@ -42,6 +42,7 @@ from .runfiles import (
     install_folder,
     make_staging_dir,
 )
+from .tinytales import TinyTales
 from .tokenizer import SentencePieceTokenizer, train_sentencepiece
 
 FORMAT_VERSION = LEGACY_RUN_FORMAT  # runs written before the marker; new runs carry RUN_FORMAT

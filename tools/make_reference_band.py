@@ -32,7 +32,8 @@ OUT = ROOT / "llama_edu" / "assets" / "reference_band.json"
 
 def floor_and_baselines(cfg_dict: dict) -> dict[str, float]:
     """Floor, unigram and bigram bits/char on the validation stories of a TinyTales run."""
-    from llama_edu.data import TinyTales, bigram_bits_per_char, unigram_bits_per_char
+    from llama_edu.data import bigram_bits_per_char, unigram_bits_per_char
+    from llama_edu.tinytales import TinyTales
 
     tales = TinyTales()
     seed, n = cfg_dict["seed"], cfg_dict["n_stories"]
