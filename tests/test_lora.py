@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import randomised
 from safetensors.torch import save_file
 from torch import nn
 
@@ -35,15 +36,7 @@ ARGS = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=97, mul
 
 def base_model(seed: int = 0) -> Llama:
     """A small Llama whose weights are random and of order one (so every layer matters)."""
-    torch.manual_seed(seed)
-    model = Llama(ARGS)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.5 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
-    return model.eval()
+    return randomised(ARGS, seed)
 
 
 def tokens(seed: int = 1) -> torch.Tensor:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from model_helpers import randomised
 
 from llama_edu import attention as attention_module
 from llama_edu import interop
@@ -58,19 +59,6 @@ CONFIGS = {
         max_seq_len=128,
     ),
 }
-
-
-def randomised(args: ModelArgs, seed: int = 0) -> Llama:
-    """A model whose every weight, norms included, is random and of order one."""
-    torch.manual_seed(seed)
-    model = Llama(args)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.5 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
-    return model.eval()
 
 
 def hf_model(args: ModelArgs, meta_state: dict, permute: bool = True):
