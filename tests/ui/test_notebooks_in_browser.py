@@ -1,10 +1,13 @@
-"""Every notebook, run in a real JupyterLab by a real browser (Debian's Chromium via Playwright).
+"""Every notebook's student version, run in a real JupyterLab by a real browser (Chromium).
 
-nbval proves that kernels run the notebooks; this proves what a student sees: the notebook
-opens, "Run All Cells" finishes without an error, widgets render (a slider is there and no
-"Error displaying widget"), and figures appear. A screenshot of each notebook is saved to
-artifacts/ui/ (ignored by git). The server works on a temporary copy of notebooks/, so nothing
-the browser saves can touch the committed notebooks.
+nbval proves that kernels run the instructor notebooks; this proves what a student sees: the
+student version (exercises unsolved, as `llama-edu student` writes it) opens, "Run All Cells"
+finishes without an error, widgets render (a slider is there and no "Error displaying
+widget"), and figures appear. A screenshot of each notebook is saved to artifacts/ui/ (ignored
+by git). Each unsolved exercise must say "not implemented yet" and the notebook must go on with
+the library's version (tests/student_run.py; where no browser is installed,
+tests/test_classroom.py runs the same judgement in a plain kernel). The server works on a
+temporary copy of notebooks/, so nothing the browser saves can touch the committed notebooks.
 
 Two things make this reliable:
 
@@ -40,9 +43,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from student_run import CHROMIUM, browser_missing, student_run_problems
+
+from llama_edu import classroom
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts" / "ui"
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CHROMIUM_FLAGS = [
@@ -106,16 +111,6 @@ INTERACTIVE_OUTPUTS_JS = """() => [...document.querySelectorAll(
 NUMBERED = re.compile(r"^\[\d+\]:$")
 
 
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Python Playwright is not installed (pip install -e '.[dev]')"
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -125,7 +120,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on loopback, no token, serving a copy of notebooks/; yields (url, root)."""
-    missing = _missing()
+    missing = browser_missing()
     if missing:
         if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
             pytest.fail(f"CI must run the browser tests, but {missing}.")
@@ -134,6 +129,7 @@ def lab(tmp_path_factory):
     shutil.copytree(
         ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
     )
+    classroom.write_student_versions(ROOT / "notebooks", root / "notebooks")
     settings = root / ".lab-settings"
     for plugin, values in LAB_SETTINGS.items():
         path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
@@ -382,6 +378,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
     saved = nbformat.read(root / "notebooks" / name, as_version=4)
     images, widgets, errors = _counts(saved)
     assert errors == [], f"{name}: error outputs in the browser run: {errors}"
+    assert student_run_problems(saved, name) == []
     not_run = [
         i
         for i, (prompt, code) in enumerate(zip(prompts, expected_code, strict=True))
