@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_pair",
     "collate_sft",
     "dpo_loss",
+    "decode_chat",
     "encode_chat",
     "format_chat",
     "make_preference_pairs",
@@ -157,23 +159,68 @@ def _special_ids(tokenizer: SentencePieceTokenizer) -> dict[str, int]:
     return ids
 
 
-def encode_chat(tokenizer: SentencePieceTokenizer, text: str) -> list[int]:
-    """Encode chat text with a chat tokenizer; each chat marker becomes its single id.
-
-    SentencePiece puts a word-start piece ``▁`` in front of every text (its dummy prefix). In
-    front of ``<|begin_of_text|>`` that piece stands for no character, so it is dropped: the
-    ids start with ``<|begin_of_text|>``, as Llama 3's do.
-    """
+def _split_chat(tokenizer: SentencePieceTokenizer, text: str) -> list[str]:
+    """`text` cut before and after every chat marker; markers and the text between alternate."""
     specials = _special_ids(tokenizer)
-    ids = tokenizer.encode(text)
-    if (
-        len(ids) >= 2
-        and tokenizer.id_to_piece(ids[0]) == "\u2581"
-        and ids[1] in specials.values()
-        and text.startswith(tokenizer.id_to_piece(ids[1]))
-    ):
-        ids = ids[1:]
+    pattern = "(" + "|".join(re.escape(piece) for piece in specials) + ")"
+    return [part for part in re.split(pattern, text) if part]
+
+
+def _newline_ids(tokenizer: SentencePieceTokenizer, count: int) -> list[int]:
+    # SentencePiece writes "\n\n" as a word-start piece and two newline bytes; the bare
+    # word-start piece stands for no character here, so it is left out.
+    return [i for i in tokenizer.encode("\n" * count) if tokenizer.id_to_piece(i) != "\u2581"]
+
+
+def encode_chat(tokenizer: SentencePieceTokenizer, text: str) -> list[int]:
+    """Encode chat text part by part, as Meta's Llama 3 code does; each marker is one id.
+
+    Meta's ``ChatFormat`` never encodes a whole conversation at once: it encodes the role, the
+    ``"\n\n"`` after the header and each message's content separately, between the markers'
+    ids. Encoded alone, a content starts with SentencePiece's word-start piece (``▁Leo``), as
+    the same word does inside a story; encoded as one string, the answer's first word would
+    follow the newlines without it and be split into rare pieces (``L``, ``e``, ``o``), which
+    costs a fine-tuned model much of its accuracy. The newlines are newline bytes.
+    `decode_chat` turns the ids back into exactly `text`.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str (from format_chat), got {type(text).__name__}")
+    specials = _special_ids(tokenizer)
+    ids: list[int] = []
+    for part in _split_chat(tokenizer, text):
+        if part in specials:
+            ids.append(specials[part])
+            continue
+        rest = part.lstrip("\n")
+        if len(rest) < len(part):
+            ids += _newline_ids(tokenizer, len(part) - len(rest))
+        if rest:
+            ids += tokenizer.encode(rest)
     return ids
+
+
+def decode_chat(tokenizer: SentencePieceTokenizer, ids: Sequence[int]) -> str:
+    """The chat text of `ids` from `encode_chat`: markers as text, each part decoded alone."""
+    specials = {i: piece for piece, i in _special_ids(tokenizer).items()}
+    newline = set(_newline_ids(tokenizer, 1))
+    out: list[str] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        lead = 0
+        while lead < len(run) and run[lead] in newline:
+            lead += 1
+        out.append("\n" * lead + tokenizer.decode(run[lead:]))
+        run.clear()
+
+    for i in ids:
+        if i in specials:
+            flush()
+            out.append(specials[i])
+        else:
+            run.append(int(i))
+    flush()
+    return "".join(out)
 
 
 def build_sft_example(

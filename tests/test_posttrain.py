@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from llama_edu.posttrain import (
     chat_tokenizer,
     check_pair,
     collate_sft,
+    decode_chat,
     dpo_loss,
     encode_chat,
     format_chat,
@@ -252,9 +254,27 @@ def test_encode_chat_starts_with_begin_of_text(chat_tok, base_tok):
     assert pieces.count("<|start_header_id|>") == 2
     assert pieces.count("<|end_header_id|>") == 2
     assert pieces.count("<|eot_id|>") == 1
-    assert chat_tok.decode(ids) == text
+    assert decode_chat(chat_tok, ids) == text
     with pytest.raises(ValueError, match="chat_tokenizer"):
         encode_chat(base_tok, text)
+    with pytest.raises(TypeError, match="must be a str"):
+        encode_chat(chat_tok, ids)
+
+
+def test_encode_chat_encodes_each_part_alone_like_metas_chat_format(chat_tok, base_tok):
+    # Meta's ChatFormat: header = [start] + encode(role) + [end] + encode("\n\n"), then
+    # encode(content.strip()) and [eot]. The content keeps its word-start piece, as in a story.
+    start, end, eot = (chat_tok.piece_to_id(p) for p in CHAT_SPECIAL_PIECES[1:])
+    newline = base_tok.piece_to_id("<0x0A>")
+    text = format_chat([msg("user", "Who found the kite?"), msg("assistant", " Leo ")])
+    want = [chat_tok.piece_to_id("<|begin_of_text|>")]
+    for role, content in (("user", "Who found the kite?"), ("assistant", "Leo")):
+        want += [start, *base_tok.encode(role), end, newline, newline]
+        want += [*base_tok.encode(content), eot]
+    assert encode_chat(chat_tok, text) == want
+    answer = want[want.index(eot) + 1 :][-4:-1]  # the assistant's content
+    assert answer == base_tok.encode("Leo") and base_tok.id_to_piece(answer[0]).startswith("\u2581")
+    assert decode_chat(chat_tok, want) == text
 
 
 # ------------------------------------------------------------------------------- SFT example
@@ -273,8 +293,8 @@ def test_sft_example_masks_exactly_the_answer_and_its_eot(chat_tok):
     assert chat_tok.decode(targets[mask].tolist()) == "Mia found it.<|eot_id|>"
     # the input that predicts the first answer token is the last token of the prompt
     prompt_ids = inputs[: len(inputs) - n + 1].tolist()
-    assert chat_tok.decode(prompt_ids) == format_chat(prompt, add_generation_prompt=True)
-    whole = chat_tok.decode(torch.cat([inputs[:1], targets]).tolist())
+    assert decode_chat(chat_tok, prompt_ids) == format_chat(prompt, add_generation_prompt=True)
+    whole = decode_chat(chat_tok, torch.cat([inputs[:1], targets]).tolist())
     assert whole == format_chat([*prompt, msg("assistant", "Mia found it.")])
 
 
@@ -519,15 +539,22 @@ def test_collate_sft_pads_and_agrees_with_sequence_logprobs(chat_tok):
         collate_sft([], pad_id=0)
 
 
-def test_encode_chat_equals_transformers_tokenizer_from_export_hf(chat_tok, tmp_path):
+def test_encode_chat_equals_transformers_tokenizer_from_export_hf_part_by_part(chat_tok, tmp_path):
     from transformers import AutoTokenizer
 
     from llama_edu.interop import export_hf
 
     model = Llama(tiny_args(vocab_size=chat_tok.vocab_size))
     hf = AutoTokenizer.from_pretrained(export_hf(model, tmp_path / "hf", tokenizer=chat_tok))
+    newline = hf("\n", add_special_tokens=False)["input_ids"][-1:]  # the newline byte
     for messages in CONVERSATIONS:
         for generation_prompt in (False, True):
             text = format_chat(messages, add_generation_prompt=generation_prompt)
-            want = hf(text, add_special_tokens=False)["input_ids"]
+            want = []
+            for part in re.split(r"(<\|[a-z_]+\|>)", text):
+                rest = part.lstrip("\n")
+                want += newline * (len(part) - len(rest))
+                if rest:
+                    want += hf(rest, add_special_tokens=False)["input_ids"]
             assert encode_chat(chat_tok, text) == want
+            assert decode_chat(chat_tok, want) == text
