@@ -154,6 +154,38 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, finetune
+    from .runfiles import RunFolderError
+    from .train import CheckpointError
+
+    fields = {"method": args.method, "base": args.base, "seed": args.seed}
+    for name in ("steps", "lr", "rank", "alpha", "batch_size", "n_stories", "eval_stories",
+                 "eval_samples", "beta"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if args.method != "lora" and (args.rank is not None or args.alpha is not None):
+        return _fail("finetune", f"--rank and --alpha are LoRA's settings; --method "
+                     f"{args.method} does not use them. Leave them out, or use --method lora.")
+    try:
+        result = finetune(FinetuneConfig(**fields), args.out, resume=args.resume)
+    except (ValueError, OSError, RuntimeError, CheckpointError, RunFolderError) as exc:
+        return _fail("finetune", exc)
+    except KeyboardInterrupt:
+        return _fail("finetune", f"interrupted; the last checkpoint in {args.out} is kept, and "
+                     "--resume continues from it.")
+    print(f"{args.method}: {result.step} steps; run saved in {result.out_dir}")
+    m = result.metrics
+    if "exact_match" in m:
+        print(f"held-out exact-match accuracy: {m['exact_match']:.3f} "
+              f"({m['questions']} questions)")
+    else:
+        print(f"valid stories: {m['valid']:.3f} of {m['samples']} samples at temperature 1 "
+              f"(distinct: {m['distinct']:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -211,6 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("-n", type=int, default=1, help="how many samples")
     sa.add_argument("--seed", type=int, default=0)
     sa.set_defaults(func=_sample)
+
+    ft = sub.add_parser("finetune", help="fine-tune a run (sft, lora, rs or dpo) into --out")
+    ft.add_argument("--method", required=True, choices=("sft", "lora", "rs", "dpo"),
+                    help="sft: supervised fine-tuning on questions about stories; lora: the same "
+                    "with LoRA adapters; rs: rejection sampling; dpo: DPO on valid/invalid stories")
+    ft.add_argument("--base", required=True,
+                    help="a run folder made by `llama-edu train`, or 'pretrained' (shipped model)")
+    ft.add_argument("--out", required=True, help="a new or empty folder, e.g. runs/sft")
+    ft.add_argument("--steps", type=int, help="optimiser steps (default 100)")
+    ft.add_argument("--lr", type=float, help="learning rate (default per method)")
+    ft.add_argument("--rank", type=int, help="LoRA rank (default 8)")
+    ft.add_argument("--alpha", type=float, help="LoRA alpha (default 16)")
+    ft.add_argument("--batch-size", type=int, dest="batch_size",
+                    help="questions (sft, lora) or sampled stories (rs, dpo) per step (default 16)")
+    ft.add_argument("--n-stories", type=int, dest="n_stories",
+                    help="training stories for the questions (sft, lora; default 200)")
+    ft.add_argument("--eval-stories", type=int, dest="eval_stories",
+                    help="held-out stories for the accuracy at the end (sft, lora; default 50)")
+    ft.add_argument("--eval-samples", type=int, dest="eval_samples",
+                    help="samples for the valid share at the end (rs, dpo; default 200)")
+    ft.add_argument("--beta", type=float, help="DPO's beta (default 0.2)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    ft.set_defaults(func=_finetune)
     return parser
 
 
