@@ -92,7 +92,7 @@ def test_rejection_sampling_trains_only_trainable_parameters(tok):
     model.norm.weight.requires_grad_(False)
     frozen = model.norm.weight.detach().clone()
     before = model.output.weight.detach().clone()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)  # the frozen weight included
     out = rejection_sampling_step(model, tok, optimizer, n_samples=3,
                                   generator=torch.Generator().manual_seed(0), tales=Judge(True))
     assert out["valid"] == 1.0 and out["kept"] == 3 and math.isfinite(out["loss"])
@@ -130,6 +130,8 @@ def test_no_valid_sample_means_no_step(tok):
 
 def test_dpo_loss_equals_the_hand_computation_on_a_prefix_pair(tok, monkeypatch):
     model, ref = tiny(tok.vocab_size, 0), tiny(tok.vocab_size, 1).requires_grad_(False)
+    model.norm.weight.requires_grad_(False)
+    frozen = model.norm.weight.detach().clone()
     ref_before = {k: v.clone() for k, v in ref.state_dict().items()}
     model_before = model.output.weight.detach().clone()
     prefix, valid, invalid = tok.encode(PREFIX), tok.encode(VALID), tok.encode(INVALID)
@@ -152,6 +154,7 @@ def test_dpo_loss_equals_the_hand_computation_on_a_prefix_pair(tok, monkeypatch)
     assert prompts[1] == [[tok.bos_id, *prefix]] * preference.CONTINUATIONS
     assert all(torch.equal(v, ref_before[k]) for k, v in ref.state_dict().items())
     assert not torch.equal(model.output.weight, model_before)
+    assert torch.equal(model.norm.weight, frozen)
 
 
 def test_dpo_without_pairs_takes_no_step(tok, tales):
