@@ -165,9 +165,11 @@ def _finetune(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
-    if args.method != "lora" and (args.rank is not None or args.alpha is not None):
-        return _fail("finetune", f"--rank and --alpha are LoRA's settings; --method "
+    if args.method != "lora" and (args.rank, args.alpha, args.targets) != (None, None, None):
+        return _fail("finetune", f"--rank, --alpha and --targets are LoRA's settings; --method "
                      f"{args.method} does not use them. Leave them out, or use --method lora.")
+    if args.targets is not None:
+        fields["targets"] = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     try:
         result = finetune(FinetuneConfig(**fields), args.out, resume=args.resume)
     except (ValueError, OSError, RuntimeError, CheckpointError, RunFolderError) as exc:
@@ -255,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--lr", type=float, help="learning rate (default per method)")
     ft.add_argument("--rank", type=int, help="LoRA rank (default 8)")
     ft.add_argument("--alpha", type=float, help="LoRA alpha (default 16)")
+    ft.add_argument("--targets", help="LoRA's layers, comma-separated (default: all, "
+                    "wq,wk,wv,wo,w1,w2,w3,output)")
     ft.add_argument("--batch-size", type=int, dest="batch_size",
                     help="questions (sft, lora) or sampled stories (rs, dpo) per step (default 16)")
     ft.add_argument("--n-stories", type=int, dest="n_stories",

@@ -53,6 +53,8 @@ SETTINGS = "finetune.json"
 ADAPTER = "adapter.safetensors"
 DEFAULT_LR = {"sft": 1e-3, "lora": 3e-3, "rs": 3e-4, "dpo": 2e-4}
 EVAL_SEED = 12345
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "output")
+"""Every linear layer: the output layer too, as only it can raise the new <|eot_id|>'s logit."""
 
 
 @dataclass
@@ -65,7 +67,7 @@ class FinetuneConfig:
     lr: float | None = None  # None: DEFAULT_LR[method]
     rank: int = 8  # lora
     alpha: float = 16.0  # lora
-    targets: tuple[str, ...] = ("wq", "wv")  # lora
+    targets: tuple[str, ...] = LORA_TARGETS  # lora; "output" is left out for tied embeddings
     batch_size: int = 16  # sft/lora: questions per step; rs/dpo: stories sampled per step
     n_stories: int = 200  # sft/lora: training stories for tasks.qa_tasks
     eval_stories: int = 50  # sft/lora: held-out stories for the exact-match accuracy
@@ -99,6 +101,9 @@ class FinetuneConfig:
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < math.inf):
             raise ValueError(f"LoRA's alpha must be a number > 0, got {self.alpha!r}; the update "
                              "is scaled by alpha / rank, and alpha = 2 * rank is common.")
+        if not self.targets or not all(isinstance(t, str) and t for t in self.targets):
+            raise ValueError(f"targets must name at least one layer, e.g. wq,wv,output; got "
+                             f"{list(self.targets)!r}")
         if not (isinstance(self.beta, (int, float)) and 0 < self.beta < math.inf):
             raise ValueError(f"beta must be a number > 0, got {self.beta!r}; 0.1 to 0.5 is usual")
         if not (isinstance(self.nll_weight, (int, float)) and 0 <= self.nll_weight < math.inf):
@@ -300,7 +305,10 @@ def _shape(cfg: FinetuneConfig, model: Llama, vocab_size: int) -> Llama:
         return model
     model = resize_vocab(model, vocab_size)
     if cfg.method == "lora":
-        add_lora(model, cfg.rank, cfg.alpha, list(cfg.targets))
+        targets = list(cfg.targets)
+        if model.args.tie_embeddings and cfg.targets == LORA_TARGETS:
+            targets.remove("output")  # it shares its weight with the embeddings
+        add_lora(model, cfg.rank, cfg.alpha, targets)
     return model
 
 

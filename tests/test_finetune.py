@@ -101,8 +101,8 @@ def test_each_method_runs_end_to_end(base, tmp_path, capsys, method):
     if method == "lora":
         meta = read_adapter_metadata(out / "adapter.safetensors")
         assert meta["r"] == 8 and meta["base_run"] == str(base.resolve())
-        same = model.state_dict()["layers.0.feed_forward.w1.weight"]  # not a LoRA target
-        assert torch.equal(same, base_model.state_dict()["layers.0.feed_forward.w1.weight"])
+        same = model.state_dict()["tok_embeddings.weight"][:512]  # not a LoRA target
+        assert torch.equal(same, base_model.state_dict()["tok_embeddings.weight"])
 
 
 @pytest.mark.parametrize("base, method", [(m, m) for m in METHODS], indirect=["base"])
@@ -158,7 +158,9 @@ def test_a_finished_run_is_not_started_again_without_resume(base, tmp_path, caps
     (["--method", "lora", "--alpha", "-2"], "alpha must be a number > 0"),
     (["--method", "sft", "--steps", "0"], "steps must be a whole number >= 1"),
     (["--method", "sft", "--lr", "-1"], "lr must be a number > 0"),
-    (["--method", "rs", "--rank", "4"], "--rank and --alpha are LoRA's settings"),
+    (["--method", "rs", "--rank", "4"], "--rank, --alpha and --targets are LoRA's settings"),
+    (["--method", "lora", "--targets", "wz"], "target 'wz' matches no linear layer"),
+    (["--method", "lora", "--targets", ","], "targets must name at least one layer"),
 ])
 def test_bad_settings_get_one_clear_line(base, tmp_path, capsys, extra, message):
     out = tmp_path / "out"
@@ -182,3 +184,14 @@ def test_an_unknown_method_is_refused_by_the_parser(base, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'ppo'" in err and "Traceback" not in err
+
+
+def test_lora_leaves_a_tied_output_layer_out_of_its_default_targets():
+    from llama_edu.finetune import FinetuneConfig, _shape
+    from llama_edu.lora import lora_layers
+
+    args = ModelArgs(dim=32, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=512,
+                     multiple_of=16, max_seq_len=16, tie_embeddings=True)
+    model = _shape(FinetuneConfig("lora"), Llama(args), 516)
+    names = set(lora_layers(model))
+    assert "output" not in names and "layers.0.feed_forward.w2" in names
