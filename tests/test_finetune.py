@@ -113,7 +113,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(base, tmp_path, m
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     common = ["--method", method, "--base", str(base), *FAST, "--lr", "1e-2"]
     if method == "dpo":
-        common[common.index("--batch-size") + 1] = "6"
+        common[common.index("--batch-size") + 1] = "4"
     assert run(*common, "--out", str(whole), "--steps", "2") == 0
     assert run(*common, "--out", str(parts), "--steps", "1") == 0
     after_one = weights(parts)
