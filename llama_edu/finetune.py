@@ -334,7 +334,10 @@ def _sft_step(model: Llama, optimizer: torch.optim.Optimizer, examples: list[Any
     from .posttrain import collate_sft, masked_lm_loss
 
     picks = torch.randint(len(examples), (cfg.batch_size,), generator=generator).tolist()
-    inputs, targets, mask = collate_sft([examples[i] for i in picks], 0)
+    # lengths rounded up to a multiple of 32: see collate_sft (up to 30x faster on 2 CPU threads)
+    inputs, targets, mask = collate_sft([examples[i] for i in picks], 0, multiple_of=32)
+    keep = max(model.args.max_seq_len, max(len(examples[i][0]) for i in picks))
+    inputs, targets, mask = inputs[:, :keep], targets[:, :keep], mask[:, :keep]  # only padding
     loss = masked_lm_loss(model(inputs), targets, mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -264,16 +264,22 @@ def build_sft_example(
 
 
 def collate_sft(
-    examples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], pad_id: int
+    examples: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    pad_id: int,
+    multiple_of: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack `build_sft_example` outputs into (B, T) tensors, padding on the right.
 
     Padding positions get `pad_id` as input and target and False in the mask, so they add
     nothing to `masked_lm_loss`; with a causal model, padding after a sequence does not change
-    the logits of the sequence itself.
+    the logits of the sequence itself. With `multiple_of` > 1 the length is rounded up to a
+    multiple of it: on a CPU with 2 threads, batches whose length changes at every step to odd
+    sizes trained up to 30 times slower than the same batches padded to a multiple of 32.
     """
     if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
         raise ValueError(f"pad_id must be a token id (an int >= 0), got {pad_id!r}")
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+        raise ValueError(f"multiple_of must be a positive int, got {multiple_of!r}")
     if not examples:
         raise ValueError("examples is empty; pass at least one (inputs, targets, mask) triple")
     for k, example in enumerate(examples):
@@ -283,6 +289,7 @@ def collate_sft(
                 "build_sft_example returns"
             )
     length = max(len(example[0]) for example in examples)
+    length += -length % multiple_of
     batch = len(examples)
     inputs = torch.full((batch, length), pad_id, dtype=torch.long)
     targets = torch.full((batch, length), pad_id, dtype=torch.long)
@@ -598,7 +605,9 @@ def sft(
     losses = []
     for _ in range(steps):
         picks = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
-        inputs, targets, mask = collate_sft([examples[i] for i in picks], pad_id)
+        inputs, targets, mask = collate_sft([examples[i] for i in picks], pad_id, multiple_of=32)
+        keep = max(model.args.max_seq_len, max(len(examples[i][0]) for i in picks))
+        inputs, targets, mask = inputs[:, :keep], targets[:, :keep], mask[:, :keep]  # only padding
         loss = masked_lm_loss(model(inputs.to(device)), targets.to(device), mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -533,6 +533,13 @@ def test_collate_sft_pads_and_agrees_with_sequence_logprobs(chat_tok):
         for b, (x, y, m) in enumerate(examples):  # each example alone, without padding
             alone = masked_lm_loss(model(x[None]), y[None], m[None]) * m.sum()
             assert logps[b].item() == pytest.approx(-alone.item(), rel=1e-5)
+    padded = collate_sft(examples, pad_id=0, multiple_of=32)
+    assert padded[0].shape == (2, 32 * math.ceil(max(n0, n1) / 32))
+    for full, short in zip(padded, (inputs, targets, mask), strict=True):
+        assert torch.equal(full[:, : short.shape[1]], short)
+    assert not padded[2][:, max(n0, n1) :].any() and (padded[0][:, max(n0, n1) :] == 0).all()
+    with pytest.raises(ValueError, match="multiple_of"):
+        collate_sft(examples, pad_id=0, multiple_of=0)
     with pytest.raises(ValueError, match="triple"):
         collate_sft([(inputs[0], targets[0])], pad_id=0)
     with pytest.raises(ValueError, match="empty"):
