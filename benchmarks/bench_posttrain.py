@@ -177,6 +177,19 @@ def continued_pretraining(model: nn.Module, tokens: torch.Tensor, steps: int, ba
     return losses
 
 
+def train_new_rows(model: nn.Module, old_vocab: int) -> None:
+    """Make the rows of ids >= old_vocab in tok_embeddings and output trainable, the rest not.
+
+    The whole tensors get requires_grad, and a hook zeroes the gradient of the old rows; with
+    AdamW without weight decay a zero gradient leaves those rows exactly as they are (AdamW's
+    state still holds the whole tensors, so the memory column counts them).
+    """
+    for weight in (model.tok_embeddings.weight, model.output.weight):
+        weight.requires_grad_(True)
+        weight.register_hook(lambda g: torch.cat([torch.zeros_like(g[:old_vocab]),
+                                                  g[old_vocab:]]))  # fmt: skip
+
+
 def preference_rows(opts: argparse.Namespace, judge: Judge, base: nn.Module, tok: Any,
                     wanted: Sequence[str], show: Callable[[dict[str, Any]], None]
                     ) -> list[dict[str, Any]]:  # fmt: skip
@@ -224,8 +237,8 @@ def preference_rows(opts: argparse.Namespace, judge: Judge, base: nn.Module, tok
     return rows
 
 
-def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
-    """Every requested row, measured, and the floor; each row is printed as soon as it is done."""
+def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The requested rows (each printed when done) and the setting: floor, question counts."""
     base, tok = load_pretrained()
     base.eval()
     folder = tempfile.mkdtemp(prefix="bench_posttrain_")
@@ -277,8 +290,13 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
                 torch.manual_seed(opts.seed)
                 model = posttrain.resize_vocab(base, chat_tok.vocab_size)
                 lora.add_lora(model, r, opts.alpha_per_rank * r, opts.targets)
-                row = {"row": "lora", "method": f"LoRA r={r}, lr {lr:g}", "r": r, "lr": lr,
-                       **fine_tune(model, lr)}  # fmt: skip
+                label = f"LoRA r={r}, lr {lr:g}"
+                if opts.lora_new_rows:
+                    train_new_rows(model, base.args.vocab_size)
+                    label += ", new token rows trained"
+                row = {"row": "lora", "method": label, "r": r, "lr": lr, **fine_tune(model, lr)}
+                if opts.lora_new_rows:  # count the new rows only, not the frozen old ones
+                    row["trainable"] -= (base.args.vocab_size * base.args.dim) * 2
                 if price_all or r == max(opts.ranks):
                     row |= price(model, chat_tok, seed=opts.seed)
                 show(row)
@@ -301,7 +319,8 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     wanted = [name for name in ("rs", "dpo") if name in opts.only]
     if wanted:
         preference_rows(opts, judge, base, tok, wanted, show)
-    return rows, judge.floor
+    return rows, {"floor": judge.floor, "test_questions": len(judge.questions),
+                  "train_questions": len(train_tasks), "mean_example_tokens": mean_len}
 
 
 # ------------------------------------------------------------------------------ the tables
@@ -369,12 +388,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="SFT / LoRA / control steps")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="full SFT and control")
-    parser.add_argument("--lora-lr", type=float, nargs="+", default=[1e-2])
+    parser.add_argument("--lora-lr", type=float, nargs="+", default=[3e-3])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--alpha-per-rank", type=float, default=2.0, help="alpha = this * r")
     parser.add_argument("--targets", nargs="+", default=[*ALL_LINEAR, "output"],
                         help="the layers LoRA adapts (names or name endings)")
-    parser.add_argument("--train-stories", type=int, default=1000,
+    parser.add_argument("--lora-new-rows", action="store_true",
+                        help="with LoRA, also train the embedding and output rows of the 4 chat "
+                        "tokens (the old rows stay frozen)")
+    parser.add_argument("--train-stories", type=int, default=2000,
                         help="stories whose questions SFT trains on")
     parser.add_argument("--test-stories", type=int, default=100,
                         help="held-out stories whose questions are scored")
@@ -406,17 +428,23 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
 
     start = time.perf_counter()
-    rows, floor = run(opts)
+    rows, setting = run(opts)
+    floor = setting["floor"]
     minutes = (time.perf_counter() - start) / 60
     command = "python benchmarks/bench_posttrain.py " + " ".join(sys.argv[1:])
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}")  # fmt: skip
     footer = (
         f"\n\nFrom the shipped model; SFT, LoRA and the control: {opts.steps} steps of batch "
-        f"{opts.batch}, questions about {opts.train_stories} training stories, accuracy on the "
-        f"questions about {opts.test_stories} held-out stories; LoRA on {', '.join(opts.targets)} "
-        f"with alpha = {opts.alpha_per_rank:g} r; {opts.samples} samples per model; excess on "
-        f"{opts.eval_stories} held-out stories. `{command.strip()}` on {machine}: "
+        f"{opts.batch} on {setting['train_questions']} questions about {opts.train_stories} "
+        "training stories, "
+        f"exact match on the {setting['test_questions']} questions about {opts.test_stories} "
+        f"held-out stories; LoRA on {', '.join(opts.targets)} "
+        f"with alpha = {opts.alpha_per_rank:g} r"
+        + (", new token rows trained" if opts.lora_new_rows else "")
+        + (f"; {opts.samples} samples per model at T = 1; excess on {opts.eval_stories} "
+           "held-out stories" if opts.price != "none" else "")
+        + f". `{command.strip()}` on {machine}: "
         f"{minutes:.0f} min (wall-clock, on a machine shared with other jobs)."
     )
     block = markdown_tables(rows, floor) + footer
@@ -425,7 +453,7 @@ def main() -> None:
         opts.md.write_text(block + "\n")
     if opts.json:
         opts.json.write_text(json.dumps({"command": command, "machine": machine,
-                                         "floor": floor, "rows": rows}, indent=1))  # fmt: skip
+                                         **setting, "rows": rows}, indent=1))  # fmt: skip
     if opts.readme:
         replace_between_markers(opts.readme, block)
         print(f"wrote the tables into {opts.readme}")
