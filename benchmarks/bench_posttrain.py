@@ -204,7 +204,8 @@ def preference_rows(opts: argparse.Namespace, judge: Judge, base: nn.Module, tok
     for name in wanted:
         torch.manual_seed(opts.seed)
         model = copy.deepcopy(base).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=opts.pref_lr, weight_decay=0.0)
+        lr = opts.rs_lr if name == "rs" else opts.dpo_lr
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         generator = torch.Generator().manual_seed(opts.seed)
         ref = None
         if name == "dpo":
@@ -228,7 +229,7 @@ def preference_rows(opts: argparse.Namespace, judge: Judge, base: nn.Module, tok
                 print(f"  {name}: stopped after {step + 1} steps at the --pref-seconds budget")
                 break
         seconds = time.perf_counter() - start
-        lr_text = f"lr {opts.pref_lr:g}, {len(infos)} steps of {opts.pref_samples} samples"
+        lr_text = f"lr {lr:g}, {len(infos)} steps of {opts.pref_samples} samples"
         row = {"row": name, "method": f"{name.upper()}, {lr_text}", "seconds": seconds,
                "trainable": lora.count_trainable(model), "steps_info": infos[-1:],
                **judge.price(model, tok, seed=opts.seed)}  # fmt: skip
@@ -406,10 +407,11 @@ def main() -> None:
     parser.add_argument("--price", choices=("none", "main", "all"), default="main",
                         help="main: LoRA's price only for its largest rank; all: every rank; "
                         "none: no price at all (for quick sweeps)")
-    parser.add_argument("--pref-steps", type=int, default=40, help="rs / dpo steps")
+    parser.add_argument("--pref-steps", type=int, default=100, help="rs / dpo steps")
     parser.add_argument("--pref-seconds", type=float, default=0,
                         help="stop rs / dpo after this many seconds (0: no limit)")
-    parser.add_argument("--pref-lr", type=float, default=3e-4)
+    parser.add_argument("--rs-lr", type=float, default=3e-4)
+    parser.add_argument("--dpo-lr", type=float, default=2e-4)
     parser.add_argument("--pref-samples", type=int, default=16)
     parser.add_argument("--beta", type=float, default=0.2)
     parser.add_argument("--nll-weight", type=float, default=0.5)
