@@ -57,7 +57,7 @@ from torch import nn
 from llama_edu import lora, posttrain
 from llama_edu.generate import generate
 from llama_edu.tasks import qa_tasks
-from llama_edu.tinytales import TinyTales, tiny_tales_text
+from llama_edu.tinytales import TinyTales
 from llama_edu.train import load_pretrained, random_windows, story_bits_per_char
 
 START, END = "<!-- posttrain-table:start -->", "<!-- posttrain-table:end -->"
@@ -306,8 +306,10 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
         model = posttrain.resize_vocab(base, chat_tok.vocab_size)
         seq_len = max(1, round(mean_len))
         needed = opts.steps * opts.batch * seq_len
-        text = tiny_tales_text(max(2000, needed // 40), seed=CONTROL_SEED)
-        tokens = torch.tensor(chat_tok.encode(text), dtype=torch.long)
+        ids: list[int] = []  # the pre-training stream's layout: bos + story + eos, one by one
+        for story in judge.tales.sample(max(2000, needed // 40), seed=CONTROL_SEED):
+            ids += chat_tok.encode(story.text, bos=True, eos=True)
+        tokens = torch.tensor(ids, dtype=torch.long)
         t0 = time.perf_counter()
         losses = continued_pretraining(model, tokens, opts.steps, opts.batch, seq_len, opts.lr,
                                        opts.seed)  # fmt: skip
