@@ -14,7 +14,10 @@ Every row starts from `llama_edu.train.load_pretrained()`. The rows:
   rows `posttrain.resize_vocab` adds).
 - lora: the same task, step budget and batch with LoRA adapters (`lora.add_lora`) of each rank
   in --ranks on the --targets layers, alpha = --alpha-per-rank * r, learning rate --lora-lr
-  (several values make a sweep; the table keeps them all).
+  (several values make a sweep; the table keeps them all). The four chat tokens' rows of the
+  embedding and of the output layer are new and, under LoRA, frozen at their initial mean
+  row: LoRA must adapt `output` (the default targets) or train those rows (--lora-new-rows),
+  or the model cannot learn to write <|eot_id|> and gets no answer right.
 - control: the same compute (steps x batch x the mean SFT example's length in tokens, same
   learning rate) spent on plain continued pre-training on fresh TinyTales stories.
 - rs, dpo: rejection sampling and DPO with `TinyTales.is_valid` as the reward, from
@@ -438,19 +441,26 @@ def main() -> None:
     command = "python benchmarks/bench_posttrain.py " + " ".join(sys.argv[1:])
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}")  # fmt: skip
-    footer = (
-        f"\n\nFrom the shipped model; SFT, LoRA and the control: {opts.steps} steps of batch "
-        f"{opts.batch} on {setting['train_questions']} questions about {opts.train_stories} "
-        "training stories, "
-        f"exact match on the {setting['test_questions']} questions about {opts.test_stories} "
-        f"held-out stories; LoRA on {', '.join(opts.targets)} "
-        f"with alpha = {opts.alpha_per_rank:g} r"
-        + (", new token rows trained" if opts.lora_new_rows else "")
-        + (f"; {opts.samples} samples per model at T = 1; excess on {opts.eval_stories} "
-           "held-out stories" if opts.price != "none" else "")
-        + f". `{command.strip()}` on {machine}: "
-        f"{minutes:.0f} min (wall-clock, on a machine shared with other jobs)."
-    )
+    parts = ["From the shipped model"]
+    if {"sft", "lora", "control"} & set(opts.only):
+        parts.append(
+            f"SFT, LoRA and the control: {opts.steps} steps of batch {opts.batch} on "
+            f"{setting['train_questions']} questions about {opts.train_stories} training stories; "
+            f"exact match on the {setting['test_questions']} questions about "
+            f"{opts.test_stories} held-out stories")
+    if "lora" in opts.only:
+        parts.append(f"LoRA on {', '.join(opts.targets)} with alpha = {opts.alpha_per_rank:g} r"
+                     + (", new token rows trained" if opts.lora_new_rows else ""))
+    if {"rs", "dpo"} & set(opts.only):
+        parts.append(f"RS and DPO: {opts.pref_samples} samples per step"
+                     + (f", at most {opts.pref_seconds:g} s" if opts.pref_seconds else "")
+                     + (f", beta {opts.beta:g}, nll weight {opts.nll_weight:g}"
+                        if "dpo" in opts.only else ""))
+    if opts.price != "none":
+        parts.append(f"{opts.samples} samples per model at T = 1; excess on "
+                     f"{opts.eval_stories} held-out stories")
+    footer = (f"\n\n{'; '.join(parts)}. `{command.strip()}` on {machine}: {minutes:.0f} min "
+              "(wall-clock, on a machine shared with other jobs).")
     block = markdown_tables(rows, floor) + footer
     print(block)
     if opts.md:
