@@ -510,6 +510,49 @@ TERMS: tuple[Term, ...] = (
        "Publishing the trained parameters so that others can download and run the model, as "
        "Meta does for Llama under its own licence.",
        "公开训练好的参数，让他人可以下载并运行模型，Meta 按自己的许可协议这样发布 Llama。"),
+    # --- 14 post-training ----------------------------------------------------------------------
+    _t("Post-training", "后训练", 14,
+       "Everything done to a pretrained model to make it an assistant, such as supervised "
+       "fine-tuning, rejection sampling and preference optimisation.",
+       "把预训练模型变成助手所做的一切训练，例如监督微调、拒绝采样和偏好优化。"),
+    _t("Chat format", "对话格式", 14,
+       "The text layout of a conversation, with marker tokens around each message's role and "
+       "content, such as Llama 3's <|start_header_id|> and <|eot_id|>.",
+       "对话的文本排版：用标记词元包住每条消息的角色和内容，例如 Llama 3 的 "
+       "<|start_header_id|> 和 <|eot_id|>。"),
+    _t("Supervised fine-tuning (SFT)", "监督微调", 14,
+       "Next-token training on example conversations, with the loss counted on the answers only.",
+       "在示范对话上做下一个词元预测的训练，只在回答部分计算损失。"),
+    _t("Masked loss", "掩码损失", 14,
+       "A loss averaged only over the positions a mask marks, such as the answer tokens in "
+       "supervised fine-tuning.",
+       "只在掩码标出的位置上求平均的损失，例如监督微调中只算回答的词元。"),
+    _t("LoRA (low-rank adaptation)", "低秩适配（LoRA）", 14,
+       "Fine-tuning that freezes a weight matrix W and trains two thin matrices B and A beside "
+       "it, so that the layer computes Wx + (alpha / r) BAx.",
+       "冻结权重矩阵 W、只在旁边训练两个细长矩阵 B 和 A 的微调方法，"
+       "该层计算 Wx + (alpha / r) BAx。"),
+    _t("Merging an adapter", "合并适配器", 14,
+       "Adding a trained LoRA update (alpha / r) BA into the weight it adapts, so that the model "
+       "is a plain model again and costs nothing extra to run.",
+       "把训练好的 LoRA 更新量 (alpha / r) BA 加回它所适配的权重，"
+       "使模型重新成为普通模型、运行时没有额外开销。"),
+    _t("Rejection sampling", "拒绝采样", 14,
+       "Sampling several outputs, keeping those a judge accepts and fine-tuning on them.",
+       "采样多个输出，只保留评判者认可的那些，再用它们微调模型。"),
+    _t("Direct preference optimisation (DPO)", "直接偏好优化", 14,
+       "Training on pairs of a chosen and a rejected output to raise the chosen one's "
+       "probability relative to the rejected one's, measured against a frozen reference model.",
+       "在“被选中/被拒绝”的输出对上训练，相对于冻结的参考模型，"
+       "提高被选中输出相对被拒绝输出的概率。"),
+    _t("Reference model", "参考模型", 14,
+       "A frozen copy of the starting model against which DPO measures how far the trained "
+       "model's probabilities have moved.",
+       "起始模型的冻结副本，DPO 用它来衡量训练中模型的概率移动了多少。"),
+    _t("Verifier", "验证器", 14,
+       "A program that decides exactly whether an output is correct, such as TinyTales.is_valid; "
+       "with one, no human or model judge is needed.",
+       "能准确判定输出是否正确的程序，例如 TinyTales.is_valid；有了它就不需要人类或模型来评判。"),
 )
 
 
