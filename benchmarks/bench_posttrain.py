@@ -374,6 +374,41 @@ def markdown_tables(rows: Sequence[dict[str, Any]], floor: float | None = None) 
     return text
 
 
+def lora_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Full fine-tuning against each LoRA rank: accuracy against trainable weights, and memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tuned = [r for r in rows if r["row"] in ("sft", "lora") and r.get("accuracy") is not None]
+    if not tuned:
+        sys.exit("no SFT or LoRA rows to draw; measure them with --only sft lora")
+    labels = ["full" if r["row"] == "sft" else r["method"].split(",")[0].removeprefix("LoRA ")
+              for r in tuned]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for row, label in zip(tuned, labels, strict=True):
+        colour = "tab:red" if row["row"] == "sft" else "tab:blue"
+        left.scatter(row["trainable"], 100 * row["accuracy"], color=colour, zorder=3)
+        left.annotate(label, (row["trainable"], 100 * row["accuracy"]),
+                      textcoords="offset points", xytext=(6, -4))
+    left.set(xscale="log", xlabel="trainable weights (log scale)",
+             ylabel="held-out exact match (%)", ylim=(0, 100),
+             title="SFT: full fine-tuning against LoRA ranks")
+    left.grid(alpha=0.3)
+    kib = [r["optimizer_bytes"] / 1024 for r in tuned]
+    colours = ["tab:red" if r["row"] == "sft" else "tab:blue" for r in tuned]
+    right.bar(labels, kib, color=colours)
+    right.set(yscale="log", ylabel="AdamW state (KiB, log scale)",
+              title="optimizer memory, measured after one step")
+    for x, value in enumerate(kib):
+        right.annotate(f"{value:,.0f}", (x, value), ha="center", textcoords="offset points",
+                       xytext=(0, 3))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def replace_between_markers(path: Path, block: str) -> None:
     """Put `block` between START and END in the file at `path` (written atomically)."""
     text = path.read_text()
@@ -425,7 +460,16 @@ def main() -> None:
     parser.add_argument("--md", type=Path, help="write the tables (and how they were made) here")
     parser.add_argument("--json", type=Path, help="write every row's measurements here")
     parser.add_argument("--readme", type=Path, help=f"replace the text between {START} and {END}")
+    parser.add_argument("--figure", type=Path, help="draw full fine-tuning against LoRA ranks here")
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="measure nothing: draw --figure from the rows of an earlier --json")
     opts = parser.parse_args()
+    if opts.replot:
+        if not opts.figure:
+            parser.error("--replot needs --figure PATH")
+        lora_figure(json.loads(opts.replot.read_text())["rows"], opts.figure)
+        print(f"drew {opts.figure} from {opts.replot}")
+        return
     for name in ("steps", "batch", "train_stories", "test_stories", "eval_stories", "samples",
                  "pref_steps", "pref_samples", "threads"):  # fmt: skip
         if getattr(opts, name) < 1:
@@ -471,6 +515,9 @@ def main() -> None:
     if opts.readme:
         replace_between_markers(opts.readme, block)
         print(f"wrote the tables into {opts.readme}")
+    if opts.figure:
+        lora_figure(rows, opts.figure)
+        print(f"drew {opts.figure}")
 
 
 if __name__ == "__main__":

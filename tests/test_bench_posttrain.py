@@ -86,3 +86,25 @@ def test_replace_between_markers_refuses_a_file_without_markers(tmp_path):
     readme.write_text(f"a\n{bench.START}\nold\n{bench.END}\nb\n")
     bench.replace_between_markers(readme, "| new |")
     assert readme.read_text() == f"a\n{bench.START}\n| new |\n{bench.END}\nb\n"
+
+
+def test_lora_figure_draws_one_point_and_one_bar_per_fine_tuning(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"row": "base", "method": "shipped model", "accuracy": 0.0},
+        {"row": "sft", "method": "SFT, all weights", "accuracy": 0.8, "trainable": 1000,
+         "optimizer_bytes": 8192},
+        {"row": "lora", "method": "LoRA r=2, lr 0.003", "accuracy": 0.6, "trainable": 40,
+         "optimizer_bytes": 1024},
+    ]
+    drawn = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    bench.lora_figure(rows, tmp_path / "f.png")
+    left, right = drawn[0].axes
+    points = [tuple(c.get_offsets()[0]) for c in left.collections]
+    assert points == [(1000, 80.0), (40, 60.0)]  # the base model has no fine-tuning to show
+    assert [t.get_text() for t in left.texts] == ["full", "r=2"]
+    assert [b.get_height() for b in right.patches] == [8.0, 1.0]  # KiB
+    with pytest.raises(SystemExit, match="no SFT or LoRA rows"):
+        bench.lora_figure(rows[:1], tmp_path / "g.png")
