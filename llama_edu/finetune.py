@@ -243,20 +243,13 @@ def _save(out: Path, model: Llama, optimizer: torch.optim.Optimizer, state: dict
           generator: torch.Generator, cfg: FinetuneConfig) -> None:
     """Write a whole checkpoint to a staging folder, then swap it in (as train.save_checkpoint)."""
     from .lora import save_adapter
-    from .train import CHECKPOINT_FILES
+    from .train import CHECKPOINT_FILES, write_optimizer_state
 
     target, old = out / "checkpoint", out / ".checkpoint.old"
     staging = make_staging_dir(out, "checkpoint")
     try:
         save_file(_plain_weights(model), staging / "model.safetensors")
-        opt = optimizer.state_dict()
-        tensors = {"generator_state": generator.get_state()}
-        for index, values in opt["state"].items():
-            for key, value in values.items():
-                tensors[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        save_file(tensors, staging / "optimizer.safetensors")
-        (staging / "state.json").write_text(
-            json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1) + "\n")
+        write_optimizer_state(staging, optimizer, generator, state)
         if cfg.method == "lora":
             save_adapter(model, staging / ADAPTER, base_run=cfg.base)
         fsync_tree(staging)

@@ -289,6 +289,20 @@ def latest_checkpoint(out_dir: Path, files: tuple[str, ...] = CHECKPOINT_FILES) 
             return Path(out_dir) / name
     return None
 
+def write_optimizer_state(
+    folder: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict
+) -> None:
+    """Write optimizer.safetensors (moments, RNG state) and state.json (state + param groups)."""
+    opt = optimizer.state_dict()
+    tensors = {"generator_state": generator.get_state()}
+    for index, values in opt["state"].items():
+        for key, value in values.items():
+            tensors[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, folder / "optimizer.safetensors")
+    (folder / "state.json").write_text(
+        json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1) + "\n"
+    )
+
 
 def save_checkpoint(
     out_dir: Path,
@@ -306,15 +320,7 @@ def save_checkpoint(
         if model.args.tie_embeddings:
             weights.pop("output.weight")
         save_file(weights, staging / "model.safetensors")
-        opt = optimizer.state_dict()
-        tensors = {"generator_state": generator.get_state()}
-        for index, values in opt["state"].items():
-            for key, value in values.items():
-                tensors[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        save_file(tensors, staging / "optimizer.safetensors")
-        (staging / "state.json").write_text(
-            json.dumps({**state, "param_groups": opt["param_groups"]}, indent=1) + "\n"
-        )
+        write_optimizer_state(staging, optimizer, generator, state)
         fsync_tree(staging)  # on disk before any rename: a crash cannot leave a hollow checkpoint
         if _complete(target, CHECKPOINT_FILES):
             shutil.rmtree(old, ignore_errors=True)  # checkpoint/ is complete: the older is spare
