@@ -160,11 +160,14 @@ def _finetune(args: argparse.Namespace) -> int:
     from .train import CheckpointError
 
     fields = {"method": args.method, "base": args.base, "seed": args.seed}
-    for name in ("steps", "lr", "rank", "alpha", "batch_size", "n_stories", "eval_stories",
-                 "eval_samples", "beta"):
+    for name in ("steps", "lr", "rank", "alpha", "batch_size", "rs_batch", "n_stories",
+                 "eval_stories", "eval_samples", "beta"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    if args.method != "rs" and args.rs_batch is not None:
+        return _fail("finetune", f"--rs-batch is rejection sampling's setting; --method "
+                     f"{args.method} does not use it. Leave it out, or use --method rs.")
     if args.method != "lora" and (args.rank, args.alpha, args.targets) != (None, None, None):
         return _fail("finetune", f"--rank, --alpha and --targets are LoRA's settings; --method "
                      f"{args.method} does not use them. Leave them out, or use --method lora.")
@@ -253,14 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--base", required=True,
                     help="a run folder made by `llama-edu train`, or 'pretrained' (shipped model)")
     ft.add_argument("--out", required=True, help="a new or empty folder, e.g. runs/sft")
-    ft.add_argument("--steps", type=int, help="optimiser steps (default 100)")
+    ft.add_argument("--steps", type=int, help="optimiser steps; for rs, rounds of sampling "
+                    "(default 100)")
     ft.add_argument("--lr", type=float, help="learning rate (default per method)")
     ft.add_argument("--rank", type=int, help="LoRA rank (default 8)")
     ft.add_argument("--alpha", type=float, help="LoRA alpha (default 16)")
     ft.add_argument("--targets", help="LoRA's layers, comma-separated (default: all, "
                     "wq,wk,wv,wo,w1,w2,w3,output)")
     ft.add_argument("--batch-size", type=int, dest="batch_size",
-                    help="questions (sft, lora) or sampled stories (rs, dpo) per step (default 16)")
+                    help="questions (sft, lora) or sampled stories (dpo) per step (default 16), "
+                    "or stories sampled per round (rs, default 256)")
+    ft.add_argument("--rs-batch", type=int, dest="rs_batch",
+                    help="rs: kept stories per optimiser step; each round trains once on every "
+                    "valid story it sampled (default 64)")
     ft.add_argument("--n-stories", type=int, dest="n_stories",
                     help="training stories for the questions (sft, lora; default 200)")
     ft.add_argument("--eval-stories", type=int, dest="eval_stories",

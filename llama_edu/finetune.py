@@ -51,7 +51,8 @@ METHODS = ("sft", "lora", "rs", "dpo")
 FINETUNE_FORMAT = "llama_edu.finetune/1"  # the "format" field of finetune.json
 SETTINGS = "finetune.json"
 ADAPTER = "adapter.safetensors"
-DEFAULT_LR = {"sft": 1e-3, "lora": 3e-3, "rs": 3e-4, "dpo": 2e-4}
+DEFAULT_LR = {"sft": 1e-3, "lora": 3e-3, "rs": 1e-3, "dpo": 2e-4}
+DEFAULT_BATCH = {"sft": 16, "lora": 16, "rs": 256, "dpo": 16}
 EVAL_SEED = 12345
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "output")
 """Every linear layer: the output layer too, as only it can raise the new <|eot_id|>'s logit."""
@@ -68,7 +69,9 @@ class FinetuneConfig:
     rank: int = 8  # lora
     alpha: float = 16.0  # lora
     targets: tuple[str, ...] = LORA_TARGETS  # lora; "output" is left out for tied embeddings
-    batch_size: int = 16  # sft/lora: questions per step; rs/dpo: stories sampled per step
+    # sft/lora: questions per step; rs: stories sampled per round; dpo: per step
+    batch_size: int | None = None  # None: DEFAULT_BATCH[method]
+    rs_batch: int = 64  # rs: kept stories per optimiser step (one pass over a round's stories)
     n_stories: int = 200  # sft/lora: training stories for tasks.qa_tasks
     eval_stories: int = 50  # sft/lora: held-out stories for the exact-match accuracy
     eval_samples: int = 200  # rs/dpo: samples for the valid share at the end
@@ -83,8 +86,10 @@ class FinetuneConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)} "
                              "(sft: supervised fine-tuning, lora: LoRA adapters, rs: rejection "
                              "sampling, dpo: direct preference optimisation)")
-        for name in ("steps", "batch_size", "n_stories", "eval_stories", "eval_samples",
-                     "checkpoint_every"):
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH[self.method]
+        for name in ("steps", "batch_size", "rs_batch", "n_stories", "eval_stories",
+                     "eval_samples", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
@@ -410,7 +415,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike[str], resume: bool 
                 record = _sft_step(model, optimizer, examples, cfg, generator)
             elif cfg.method == "rs":
                 record = rejection_sampling_step(model, tokenizer, optimizer, cfg.batch_size,
-                                                 generator=generator)
+                                                 generator=generator, batch_size=cfg.rs_batch)
             else:
                 record = dpo_step(model, ref, tokenizer, optimizer, cfg.batch_size, cfg.beta,
                                   cfg.nll_weight, generator=generator)

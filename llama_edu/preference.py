@@ -113,10 +113,16 @@ def _ended(tokenizer: Any, ids: Sequence[int]) -> list[int]:
     return ids if ids and ids[-1] == tokenizer.eos_id else [*ids, tokenizer.eos_id]
 
 
-def _batch(rows: Sequence[Sequence[int]], starts: Sequence[int]) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
-    """Rows padded on the right with 0, and a mask True on row[start:] for each row."""
+def _batch(rows: Sequence[Sequence[int]], starts: Sequence[int], multiple_of: int = 1
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the right with 0 (to a multiple of `multiple_of` plus one), and a mask
+    True on row[start:] for each row.
+
+    The model reads ids[:, :-1], so a width of k * multiple_of + 1 gives it k * multiple_of.
+    """
     width = max(len(r) for r in rows)
+    if multiple_of > 1:
+        width = -(-(width - 1) // multiple_of) * multiple_of + 1
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.bool)
     for k, (row, start) in enumerate(zip(rows, starts, strict=True)):
@@ -151,33 +157,49 @@ def rejection_sampling_step(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     tales: Any = None,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
-    """Sample stories, keep the valid ones, take one next-token step on them; the step's numbers.
+    """Sample stories, keep the valid ones, train on each kept story once; the round's numbers.
 
-    Returns {"loss": mean next-token loss (nats) on the kept stories before the step, "valid":
-    share of valid samples, "kept": how many were kept}. A story counts if
-    `tales.is_valid` accepts its text (as in `posttrain.story_stats`); it is trained on as
-    bos + story + eos. With no valid sample there is no step and the loss is nan.
+    Returns {"loss": mean next-token loss (nats) over the round's steps, each taken before its
+    update, "valid": share of valid samples, "kept": how many were kept, "steps": optimiser
+    steps taken}. A story counts if `tales.is_valid` accepts its text (as in
+    `posttrain.story_stats`); it is trained on as bos + story + eos. The kept stories are
+    trained on in batches of `batch_size` (None: all in one step), one pass, in sampled order.
+    With no valid sample there is no step and the loss is nan.
     """
     fn = "rejection_sampling_step"
     n = _check_common(fn, model, tokenizer, optimizer, n_samples, temperature)
+    size = n if batch_size is None else as_int(batch_size)
+    if size is None or size < 1:
+        raise ValueError(f"{fn}: batch_size must be a positive int or None (all kept stories in "
+                         f"one step), got {batch_size!r}")
     tales = _judge(tales)
     bos, eos = tokenizer.bos_id, tokenizer.eos_id
     samples = _sample_ids(model, [[bos]] * n, eos, temperature, generator)
     kept = [s for s in samples if _is_story(tales, tokenizer, s)]
     if not kept:
-        return {"loss": math.nan, "valid": 0.0, "kept": 0}
-    ids, mask = _on(model, *_batch([[bos, *_ended(tokenizer, s)] for s in kept], [1] * len(kept)))
+        return {"loss": math.nan, "valid": 0.0, "kept": 0, "steps": 0}
+    losses = []
     was_training = model.training
     model.train()
     try:
-        logits = model(ids[:, :-1])
-        targets = mask[:, 1:]
-        loss = F.cross_entropy(logits[targets].float(), ids[:, 1:][targets])
-        _step(optimizer, loss)
+        for first in range(0, len(kept), size):
+            rows = [[bos, *_ended(tokenizer, s)] for s in kept[first : first + size]]
+            # widths rounded up to a multiple of 32: odd, changing widths are many times slower
+            # on a CPU with few threads (see posttrain.collate_sft)
+            ids, mask = _batch(rows, [1] * len(rows), multiple_of=32)
+            keep = max(model.args.max_seq_len + 1, max(len(r) for r in rows))
+            ids, mask = _on(model, ids[:, :keep], mask[:, :keep])  # cuts padding only
+            logits = model(ids[:, :-1])
+            targets = mask[:, 1:]
+            loss = F.cross_entropy(logits[targets].float(), ids[:, 1:][targets])
+            _step(optimizer, loss)
+            losses.append(loss.item())
     finally:
         model.train(was_training)
-    return {"loss": loss.item(), "valid": len(kept) / n, "kept": len(kept)}
+    return {"loss": sum(losses) / len(losses), "valid": len(kept) / n, "kept": len(kept),
+            "steps": len(losses)}
 
 
 # --------------------------------------------------------------------------------------------

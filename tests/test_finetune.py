@@ -114,6 +114,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(base, tmp_path, m
     common = ["--method", method, "--base", str(base), *FAST, "--lr", "1e-2"]
     if method == "dpo":
         common[common.index("--batch-size") + 1] = "4"
+    if method == "rs":  # several optimiser steps in each round
+        common += ["--rs-batch", "1"]
     assert run(*common, "--out", str(whole), "--steps", "2") == 0
     assert run(*common, "--out", str(parts), "--steps", "1") == 0
     after_one = weights(parts)
@@ -159,6 +161,8 @@ def test_a_finished_run_is_not_started_again_without_resume(base, tmp_path, caps
     (["--method", "sft", "--steps", "0"], "steps must be a whole number >= 1"),
     (["--method", "sft", "--lr", "-1"], "lr must be a number > 0"),
     (["--method", "rs", "--rank", "4"], "--rank, --alpha and --targets are LoRA's settings"),
+    (["--method", "dpo", "--rs-batch", "8"], "--rs-batch is rejection sampling's setting"),
+    (["--method", "rs", "--rs-batch", "0"], "rs_batch must be a whole number >= 1"),
     (["--method", "lora", "--targets", "wz"], "target 'wz' matches no linear layer"),
     (["--method", "lora", "--targets", ","], "targets must name at least one layer"),
 ])

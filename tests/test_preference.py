@@ -114,6 +114,37 @@ def test_rejection_sampling_loss_is_the_next_token_loss_of_the_kept_stories(tok,
     assert out["loss"] == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_rejection_sampling_trains_once_on_each_kept_story_in_batches(tok, monkeypatch):
+    model = tiny(tok.vocab_size)
+    good = tok.encode(VALID) + [tok.eos_id]
+    short = tok.encode(PREFIX + " He ran to the farm.") + [tok.eos_id]
+    bad = tok.encode(INVALID) + [tok.eos_id]
+    samples = [good, bad, short, good, short, bad, good]
+    fake_sampler(monkeypatch, samples)
+    judge = type("Judge", (), {"is_valid": lambda self, text: Validity(
+        "Zed" not in text, "" if "Zed" not in text else "Zed")})()
+    kept = [[tok.bos_id, *s] for s in samples if s is not bad]
+    with torch.no_grad():  # SGD with lr 0: every batch is scored at the same weights
+        per_story = [(-scored_logprob(model, row, 1)).item() for row in kept]
+        tokens = [len(row) - 1 for row in kept]
+    batches = [range(0, 2), range(2, 4), range(4, 5)]
+    expected = sum(sum(per_story[i] for i in b) / sum(tokens[i] for i in b)
+                   for b in batches) / len(batches)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    out = rejection_sampling_step(model, tok, optimizer, n_samples=7, tales=judge, batch_size=2)
+    assert out["kept"] == 5 and out["steps"] == 3 and out["valid"] == pytest.approx(5 / 7)
+    assert out["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 1.5, "8"])
+def test_a_bad_batch_size_is_refused(tok, batch_size):
+    model = tiny(tok.vocab_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="batch_size must be a positive int or None"):
+        rejection_sampling_step(model, tok, optimizer, n_samples=2, batch_size=batch_size,
+                                tales=Judge(True))
+
+
 def test_no_valid_sample_means_no_step(tok):
     model = tiny(tok.vocab_size, max_seq_len=24)
     before = {k: v.clone() for k, v in model.state_dict().items()}
