@@ -1,7 +1,7 @@
 """Post-training the shipped TinyTales model: what SFT, LoRA, RS and DPO buy, and what they cost.
 
 Usage:
-    python benchmarks/bench_posttrain.py                        # every row, ~15 min on 2 cores
+    python benchmarks/bench_posttrain.py                        # every row, ~25 min on 2 cores
     python benchmarks/bench_posttrain.py --only base sft lora   # some rows
     python benchmarks/bench_posttrain.py --ranks 4 --lora-lr 1e-2 3e-2 --steps 100   # a LoRA sweep
     python benchmarks/bench_posttrain.py --md table.md --json runs.json --readme README.md
@@ -12,6 +12,9 @@ Every row starts from `llama_edu.train.load_pretrained()`. The rows:
 - sft: supervised fine-tuning of every weight (`posttrain.sft`) on questions about TinyTales
   stories (`tasks.qa_tasks(M, "train")`), in Llama 3's chat format (four new tokens, whose
   rows `posttrain.resize_vocab` adds).
+- mix: the same SFT, but on the questions plus one story request per training story
+  (`tasks.instruction_tasks`: "Write a story about Mia and a red kite in the park ..." answered
+  with the story it was read from), so that the model also learns to tell stories in the chat.
 - lora: the same task, step budget and batch with LoRA adapters (`lora.add_lora`) of each rank
   in --ranks on the --targets layers, alpha = --alpha-per-rank * r, learning rate --lora-lr
   (several values make a sweep; the table keeps them all). The four chat tokens' rows of the
@@ -21,16 +24,19 @@ Every row starts from `llama_edu.train.load_pretrained()`. The rows:
 - control: the same compute (steps x batch x the mean SFT example's length in tokens, same
   learning rate) spent on plain continued pre-training on fresh TinyTales stories.
 - rs, dpo: rejection sampling and DPO with `TinyTales.is_valid` as the reward, from
-  `llama_edu.preference` (skipped, with a note, where that module does not exist yet).
+  `llama_edu.preference`. RS runs in rounds (sample --rs-samples stories, train once on each
+  valid one, --rs-batch per step), one row per seed in --rs-seeds; DPO takes --pref-steps steps.
 
-Measured: exact-match accuracy on held-out questions (`posttrain.qa_eval`, greedy); trainable
-parameters (`lora.count_trainable`); the bytes of AdamW's state tensors after one step (measured
-on a copy of the model, not computed from a formula); training seconds; and the price: held-out
-bits per character on true stories minus the exact entropy floor, and of --samples stories
-sampled at temperature 1 the share TinyTales accepts, the share of distinct texts and the
-model's own entropy of its samples in bits per character (total -log2 p over total characters,
-the floor's accounting; the mean of the per-sample ratios is in the JSON). Wall-clock seconds
-on a shared machine are inflated by the other jobs on it.
+Measured: exact-match accuracy on held-out questions (`posttrain.qa_eval`, greedy); the share of
+held-out story requests answered at temperature 1 with a valid story that meets every
+constraint (`posttrain.instruction_eval`, chat models only); trainable parameters
+(`lora.count_trainable`); the bytes of AdamW's state tensors after one step (measured on a copy
+of the model, not computed from a formula); training seconds; and the price: held-out bits per
+character on true stories minus the exact entropy floor; of --valid-samples stories sampled at
+temperature 1 the share TinyTales accepts, and of the first --samples of them the share of
+distinct texts and the model's own entropy of its samples in bits per character (total -log2 p
+over total characters, the floor's accounting; the mean of the per-sample ratios is in the
+JSON). Wall-clock seconds on a shared machine are inflated by the other jobs on it.
 """
 
 from __future__ import annotations
@@ -59,12 +65,12 @@ from torch import nn
 
 from llama_edu import lora, posttrain
 from llama_edu.generate import generate
-from llama_edu.tasks import qa_tasks
+from llama_edu.tasks import instruction_tasks, qa_tasks
 from llama_edu.tinytales import TinyTales
 from llama_edu.train import load_pretrained, random_windows, story_bits_per_char
 
 START, END = "<!-- posttrain-table:start -->", "<!-- posttrain-table:end -->"
-ROWS = ("base", "sft", "lora", "control", "rs", "dpo")
+ROWS = ("base", "sft", "mix", "lora", "control", "rs", "dpo")
 ALL_LINEAR = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 EVAL_SEED = 12345  # held-out true stories and the entropy floor, as in train.tales_report
 CONTROL_SEED = 2026  # the continued pre-training text: fresh stories from the generator
@@ -138,25 +144,36 @@ def sample_entropy(model: nn.Module, tokenizer: Any, samples: Sequence[Sequence[
 class Judge:
     """The held-out material every row is measured on: questions, true stories and the floor."""
 
-    def __init__(self, test_stories: int, eval_stories: int, n_samples: int) -> None:
+    def __init__(self, test_stories: int, eval_stories: int, n_samples: int,
+                 valid_samples: int) -> None:  # fmt: skip
         self.tales = TinyTales()
         self.questions = qa_tasks(test_stories, "test")
+        self.instructions = instruction_tasks(test_stories, "test")
         self.stories = [s.text for s in self.tales.sample(eval_stories, seed=EVAL_SEED)]
         self.floor = self.tales.entropy_floor(n=eval_stories, seed=EVAL_SEED).bits_per_char
         self.n_samples = n_samples
+        self.valid_samples = max(valid_samples, n_samples)
 
     def accuracy(self, model: nn.Module, chat_tok: Any) -> float:
         """Exact-match accuracy on the held-out questions."""
         return posttrain.qa_eval(model, chat_tok, self.questions)["all"]
 
+    def follows(self, model: nn.Module, chat_tok: Any, seed: int = 0) -> dict[str, float]:
+        """Shares of held-out story requests answered with a valid story that meets them all."""
+        out = posttrain.instruction_eval(model, chat_tok, self.instructions, temperature=1.0,
+                                         seed=seed, tales=self.tales)  # fmt: skip
+        return {"instructions": out["ok"], "instructions_valid": out["valid"]}
+
     def price(self, model: nn.Module, tokenizer: Any, seed: int = 0) -> dict[str, float]:
-        """Excess bits/char over the floor, and validity, distinctness and entropy of samples."""
+        """Excess bits/char over the floor; validity of valid_samples samples; distinctness and
+        entropy of the first n_samples of them."""
         excess = story_bits_per_char(model, tokenizer, self.stories) - self.floor
-        samples = sample_with_ids(model, tokenizer, self.n_samples, seed)
+        samples = sample_with_ids(model, tokenizer, self.valid_samples, seed)
         texts = [tokenizer.decode([t for t in s if t != tokenizer.eos_id]) for s in samples]
-        stats = posttrain.story_stats(texts, self.tales)
-        entropy = sample_entropy(model, tokenizer, samples)
-        return {"excess": excess, "valid": stats["valid"], "distinct": stats["distinct"],
+        valid = posttrain.story_stats(texts, self.tales)["valid"]
+        distinct = posttrain.story_stats(texts[: self.n_samples], self.tales)["distinct"]
+        entropy = sample_entropy(model, tokenizer, samples[: self.n_samples])
+        return {"excess": excess, "valid": valid, "distinct": distinct,
                 "entropy": entropy["total"], "entropy_mean_per_sample": entropy["mean_per_sample"]}
 
 
@@ -204,36 +221,44 @@ def preference_rows(opts: argparse.Namespace, judge: Judge, base: nn.Module, tok
               f"({err}).", flush=True)  # fmt: skip
         return []
     rows = []
-    for name in wanted:
-        torch.manual_seed(opts.seed)
+    runs = [("rs", seed) for seed in opts.rs_seeds] if "rs" in wanted else []
+    runs += [("dpo", opts.seed)] if "dpo" in wanted else []
+    for name, seed in runs:
+        torch.manual_seed(seed)
         model = copy.deepcopy(base).train()
         lr = opts.rs_lr if name == "rs" else opts.dpo_lr
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        generator = torch.Generator().manual_seed(opts.seed)
+        generator = torch.Generator().manual_seed(seed)
         ref = None
         if name == "dpo":
             ref = copy.deepcopy(base).eval().requires_grad_(False)
         start = time.perf_counter()
         infos = []
-        for step in range(opts.pref_steps):
+        steps = opts.rs_rounds if name == "rs" else opts.pref_steps
+        for step in range(steps):
             if name == "rs":
                 info = preference.rejection_sampling_step(
-                    model, tok, optimizer, n_samples=opts.pref_samples, temperature=1.0,
-                    generator=generator, tales=judge.tales)  # fmt: skip
+                    model, tok, optimizer, n_samples=opts.rs_samples, temperature=1.0,
+                    generator=generator, tales=judge.tales, batch_size=opts.rs_batch)  # fmt: skip
             else:
                 info = preference.dpo_step(
                     model, ref, tok, optimizer, n_samples=opts.pref_samples, beta=opts.beta,
                     nll_weight=opts.nll_weight, temperature=1.0, generator=generator,
                     tales=judge.tales)  # fmt: skip
             infos.append(info)
-            if step % 10 == 0 or step == opts.pref_steps - 1:
+            if step % 10 == 0 or step == steps - 1:
                 print(f"  {name} step {step}: {info}", flush=True)
             if opts.pref_seconds and time.perf_counter() - start > opts.pref_seconds:
                 print(f"  {name}: stopped after {step + 1} steps at the --pref-seconds budget")
                 break
         seconds = time.perf_counter() - start
-        lr_text = f"lr {lr:g}, {len(infos)} steps of {opts.pref_samples} samples"
-        row = {"row": name, "method": f"{name.upper()}, {lr_text}", "seconds": seconds,
+        if name == "rs":
+            updates = sum(int(i.get("steps", 1)) for i in infos)
+            text = (f"RS, lr {lr:g}, {len(infos)} rounds of {opts.rs_samples} samples "
+                    f"({updates} steps of up to {opts.rs_batch}), seed {seed}")
+        else:
+            text = f"DPO, lr {lr:g}, {len(infos)} steps of {opts.pref_samples} samples"
+        row = {"row": name, "method": text, "seconds": seconds, "seed": seed,
                "trainable": lora.count_trainable(model), "steps_info": infos[-1:],
                **judge.price(model, tok, seed=opts.seed)}  # fmt: skip
         show(row)
@@ -248,7 +273,7 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
     folder = tempfile.mkdtemp(prefix="bench_posttrain_")
     chat_tok = posttrain.chat_tokenizer(tok, Path(folder) / "chat.model")
     start = time.perf_counter()
-    judge = Judge(opts.test_stories, opts.eval_stories, opts.samples)
+    judge = Judge(opts.test_stories, opts.eval_stories, opts.samples, opts.valid_samples)
     train_tasks = qa_tasks(opts.train_stories, "train")
     examples = posttrain.sft_examples(chat_tok, train_tasks, base.args.max_seq_len)
     mean_len = sum(len(x) for x, _, _ in examples) / len(examples)
@@ -268,10 +293,12 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
         inputs, targets, mask = posttrain.collate_sft(examples[: opts.batch], 0)
         return posttrain.masked_lm_loss(model(inputs), targets, mask)
 
-    def fine_tune(model: nn.Module, lr: float) -> dict[str, Any]:
+    def fine_tune(model: nn.Module, lr: float, data: Sequence[Any] | None = None
+                  ) -> dict[str, Any]:  # fmt: skip
         memory = optimizer_state_bytes(model, sft_loss, lr)
         t0 = time.perf_counter()
-        losses = posttrain.sft(model, examples, opts.steps, opts.batch, lr, seed=opts.seed)
+        losses = posttrain.sft(model, examples if data is None else data, opts.steps, opts.batch,
+                               lr, seed=opts.seed)  # fmt: skip
         return {"seconds": time.perf_counter() - t0, "optimizer_bytes": memory,
                 "trainable": lora.count_trainable(model), "final_loss": losses[-1],
                 "accuracy": judge.accuracy(model, chat_tok)}  # fmt: skip
@@ -281,12 +308,22 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
     if "base" in opts.only:
         grown = posttrain.resize_vocab(base, chat_tok.vocab_size)  # old tokens: same logits
         show({"row": "base", "method": "shipped model", "accuracy": judge.accuracy(grown, chat_tok),
+              **judge.follows(grown, chat_tok, seed=opts.seed),
               **price(base, tok, seed=opts.seed)})  # fmt: skip
     if "sft" in opts.only:
         torch.manual_seed(opts.seed)
         model = posttrain.resize_vocab(base, chat_tok.vocab_size)
         row = {"row": "sft", "method": f"SFT, all weights, lr {opts.lr:g}",
-               **fine_tune(model, opts.lr)}  # fmt: skip
+               **fine_tune(model, opts.lr), **judge.follows(model, chat_tok, seed=opts.seed)}
+        show(row | price(model, chat_tok, seed=opts.seed))
+    if "mix" in opts.only:
+        torch.manual_seed(opts.seed)
+        model = posttrain.resize_vocab(base, chat_tok.vocab_size)
+        requests = instruction_tasks(opts.train_stories, "train")
+        mixed = examples + posttrain.instruction_examples(chat_tok, requests,
+                                                          base.args.max_seq_len)  # fmt: skip
+        row = {"row": "mix", "method": f"SFT on questions and story requests, lr {opts.lr:g}",
+               **fine_tune(model, opts.lr, mixed), **judge.follows(model, chat_tok, opts.seed)}
         show(row | price(model, chat_tok, seed=opts.seed))
     if "lora" in opts.only:
         for lr in opts.lora_lr:
@@ -302,6 +339,7 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
                 if opts.lora_new_rows:  # count the new rows only, not the frozen old ones
                     row["trainable"] -= (base.args.vocab_size * base.args.dim) * 2
                 if price_all or r == max(opts.ranks):
+                    row |= judge.follows(model, chat_tok, opts.seed)
                     row |= price(model, chat_tok, seed=opts.seed)
                 show(row)
     if "control" in opts.only:
@@ -321,6 +359,7 @@ def run(opts: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
               "method": f"continued pre-training, {opts.steps} x {opts.batch} x {seq_len} tokens, "
                         f"lr {opts.lr:g}",
               "trainable": lora.count_trainable(model), "accuracy": judge.accuracy(model, chat_tok),
+              **judge.follows(model, chat_tok, opts.seed),
               **price(model, chat_tok, seed=opts.seed)})  # fmt: skip
     wanted = [name for name in ("rs", "dpo") if name in opts.only]
     if wanted:
@@ -345,22 +384,24 @@ def _kib(row: dict[str, Any]) -> str:
 
 def markdown_tables(rows: Sequence[dict[str, Any]], floor: float | None = None) -> str:
     """Two markdown tables: each row's accuracy and price, and the cost of full FT against LoRA."""
-    head = ("| model | held-out QA exact match | valid stories (T = 1) | distinct stories "
+    head = ("| model | held-out QA exact match | story requests met | valid stories (T = 1) "
+            "| distinct stories "
             "| sample entropy (bits/char) | excess over floor (bits/char) | train time (s) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+            "|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     lines = [head]
     for row in rows:
         if row.get("excess") is None and row["row"] == "lora":
             continue  # LoRA rows without a price appear in the second table only
         lines.append(
-            f"| {row['method']} | {_cell(row, 'accuracy', '.1%')} | {_cell(row, 'valid', '.1%')} "
+            f"| {row['method']} | {_cell(row, 'accuracy', '.1%')} "
+            f"| {_cell(row, 'instructions', '.1%')} | {_cell(row, 'valid', '.1%')} "
             f"| {_cell(row, 'distinct', '.1%')} | {_cell(row, 'entropy', '.3f')} "
             f"| {_cell(row, 'excess', '.4f')} | {_cell(row, 'seconds', '.0f')} |"
         )
     text = "\n".join(lines)
     if floor is not None:
         text += f"\n\nEntropy floor of the true stories: {floor:.4f} bits/char."
-    tuned = [r for r in rows if r["row"] in ("sft", "lora")]
+    tuned = [r for r in rows if r["row"] in ("sft", "lora")]  # the same data and steps
     if tuned:
         full = next((r for r in tuned if r["row"] == "sft"), None)
         lines = ["| fine-tuning | trainable parameters | share of full | AdamW state (KiB) "
@@ -420,6 +461,11 @@ def replace_between_markers(path: Path, block: str) -> None:
     tmp.replace(path)
 
 
+def judge_valid(opts: argparse.Namespace) -> int:
+    """How many samples the valid share is measured on (as Judge counts them)."""
+    return max(opts.valid_samples, opts.samples)
+
+
 def main() -> None:
     """Parse the options, measure the rows, print and write the tables."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -443,16 +489,26 @@ def main() -> None:
                         help="held-out stories whose questions are scored")
     parser.add_argument("--eval-stories", type=int, default=1000,
                         help="held-out true stories for the excess over the floor")
-    parser.add_argument("--samples", type=int, default=200, help="stories sampled per model")
+    parser.add_argument("--samples", type=int, default=200,
+                        help="samples per model for the distinct share and the sample entropy")
+    parser.add_argument("--valid-samples", type=int, default=1000,
+                        help="samples per model for the valid share (the first --samples of "
+                        "them give the other two)")
     parser.add_argument("--price", choices=("none", "main", "all"), default="main",
                         help="main: LoRA's price only for its largest rank; all: every rank; "
                         "none: no price at all (for quick sweeps)")
-    parser.add_argument("--pref-steps", type=int, default=100, help="rs / dpo steps")
+    parser.add_argument("--pref-steps", type=int, default=100, help="dpo steps")
     parser.add_argument("--pref-seconds", type=float, default=0,
                         help="stop rs / dpo after this many seconds (0: no limit)")
-    parser.add_argument("--rs-lr", type=float, default=3e-4)
+    parser.add_argument("--rs-lr", type=float, default=1e-3)
+    parser.add_argument("--rs-rounds", type=int, default=60,
+                        help="rs: rounds of sampling, each followed by one pass over the kept")
+    parser.add_argument("--rs-samples", type=int, default=256, help="rs: samples per round")
+    parser.add_argument("--rs-batch", type=int, default=64, help="rs: kept stories per step")
+    parser.add_argument("--rs-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="rs: one row per seed, for the spread")
     parser.add_argument("--dpo-lr", type=float, default=2e-4)
-    parser.add_argument("--pref-samples", type=int, default=16)
+    parser.add_argument("--pref-samples", type=int, default=16, help="dpo: samples per step")
     parser.add_argument("--beta", type=float, default=0.2)
     parser.add_argument("--nll-weight", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
@@ -471,7 +527,8 @@ def main() -> None:
         print(f"drew {opts.figure} from {opts.replot}")
         return
     for name in ("steps", "batch", "train_stories", "test_stories", "eval_stories", "samples",
-                 "pref_steps", "pref_samples", "threads"):  # fmt: skip
+                 "pref_steps", "pref_samples", "rs_rounds", "rs_samples", "rs_batch",
+                 "valid_samples", "threads"):  # fmt: skip
         if getattr(opts, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if min(opts.ranks) < 1:
@@ -486,25 +543,37 @@ def main() -> None:
     machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}")  # fmt: skip
     parts = ["From the shipped model"]
-    if {"sft", "lora", "control"} & set(opts.only):
+    if {"sft", "mix", "lora", "control"} & set(opts.only):
         parts.append(
             f"SFT, LoRA and the control: {opts.steps} steps of batch {opts.batch} on "
-            f"{setting['train_questions']} questions about {opts.train_stories} training stories; "
-            f"exact match on the {setting['test_questions']} questions about "
-            f"{opts.test_stories} held-out stories")
+            f"{setting['train_questions']} questions about {opts.train_stories} training stories "
+            f"(the mix: and one story request per training story); exact match on the "
+            f"{setting['test_questions']} questions about {opts.test_stories} held-out stories; "
+            f"story requests met: one request per held-out story answered at T = 1 with a valid "
+            f"story that meets every constraint (tasks.check_instruction)")
     if "lora" in opts.only:
         parts.append(f"LoRA on {', '.join(opts.targets)} with alpha = {opts.alpha_per_rank:g} r"
                      + (", new token rows trained" if opts.lora_new_rows else ""))
-    if {"rs", "dpo"} & set(opts.only):
-        parts.append(f"RS and DPO: {opts.pref_samples} samples per step"
-                     + (f", at most {opts.pref_seconds:g} s" if opts.pref_seconds else "")
-                     + (f", beta {opts.beta:g}, nll weight {opts.nll_weight:g}"
-                        if "dpo" in opts.only else ""))
+    if "rs" in opts.only:
+        rs = [r for r in rows if r["row"] == "rs"]
+        spread = ""
+        if len(rs) > 1 and all("valid" in r for r in rs):
+            valid = [r["valid"] for r in rs]
+            spread = (f"; valid over {len(rs)} seeds: mean {sum(valid) / len(valid):.1%}, "
+                      f"lowest {min(valid):.1%}, highest {max(valid):.1%}")
+        parts.append(f"RS: each round samples {opts.rs_samples} stories and trains once on each "
+                     f"valid one, {opts.rs_batch} per step{spread}")
+    if "dpo" in opts.only:
+        parts.append(f"DPO: {opts.pref_samples} samples per step, beta {opts.beta:g}, nll "
+                     f"weight {opts.nll_weight:g}")
+    if {"rs", "dpo"} & set(opts.only) and opts.pref_seconds:
+        parts.append(f"RS and DPO stopped after at most {opts.pref_seconds:g} s")
     if opts.price != "none":
-        parts.append(f"{opts.samples} samples per model at T = 1; excess on "
+        parts.append(f"valid share of {judge_valid(opts)} samples per model at T = 1, distinct "
+                     f"share and sample entropy of the first {opts.samples}; excess on "
                      f"{opts.eval_stories} held-out stories")
     footer = (f"\n\n{'; '.join(parts)}. `{command.strip()}` on {machine}: {minutes:.0f} min "
-              "(wall-clock, on a machine shared with other jobs).")
+              "(wall-clock).")
     block = markdown_tables(rows, floor) + footer
     print(block)
     if opts.md:

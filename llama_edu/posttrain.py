@@ -36,7 +36,10 @@ __all__ = [
     "dpo_loss",
     "decode_chat",
     "encode_chat",
+    "follow_instructions",
     "format_chat",
+    "instruction_eval",
+    "instruction_examples",
     "make_preference_pairs",
     "masked_lm_loss",
     "qa_eval",
@@ -575,6 +578,76 @@ def sft_examples(
     """`build_sft_example` for each task: its user message as prompt, its answer as the target."""
     return [build_sft_example(tokenizer, task.messages()[:1], task.answer, max_len)
             for task in tasks]
+
+
+def instruction_examples(
+    tokenizer: SentencePieceTokenizer, instructions: Sequence[Any], max_len: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`build_sft_example` for each `tasks.Instruction`: the request as prompt, its reference
+    story as the answer."""
+    for k, ins in enumerate(instructions):
+        if not getattr(ins, "reference", ""):
+            raise ValueError(f"instruction {k} has no reference story to train on; make "
+                             "instructions with tasks.instruction_tasks or instruction_for")
+    return [build_sft_example(tokenizer, ins.messages()[:1], ins.reference, max_len)
+            for ins in instructions]
+
+
+def follow_instructions(
+    model: Llama,
+    tokenizer: SentencePieceTokenizer,
+    instructions: Sequence[Any],
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = 200,
+) -> list[str]:
+    """The model's reply to each instruction (a `tasks.Instruction`), sampled up to <|eot_id|>."""
+    from .generate import generate
+
+    eot = _special_ids(tokenizer)[EOT]
+    prompts = [_chat_prompt(tokenizer, ins.messages()[:1]) for ins in instructions]
+    if not prompts:
+        raise ValueError("no instructions to follow; make some with tasks.instruction_tasks")
+    limit = min(max_new_tokens, model.args.max_seq_len - max(len(p) for p in prompts))
+    if limit < 1:
+        raise ValueError(f"the longest prompt fills the model's context of "
+                         f"{model.args.max_seq_len} tokens, leaving no room for a reply")
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = generate(model, prompts, limit, temperature=temperature, stop_ids=[eot],
+                           generator=generator)
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode([t for t in out if t != eot]) for out in outputs]
+
+
+def instruction_eval(
+    model: Llama,
+    tokenizer: SentencePieceTokenizer,
+    instructions: Sequence[Any],
+    temperature: float = 1.0,
+    seed: int = 0,
+    tales: Any = None,
+) -> dict[str, float]:
+    """Shares of replies that follow the instruction ("ok": a valid story meeting every
+    constraint), that are valid stories ("valid"), and that meet each constraint."""
+    from .tasks import check_instruction
+    from .tinytales import TinyTales
+
+    tales = tales or TinyTales()
+    replies = follow_instructions(model, tokenizer, instructions, temperature, seed)
+    verdicts = [check_instruction(ins, reply, tales)
+                for ins, reply in zip(instructions, replies, strict=True)]
+    n = len(verdicts)
+    out = {"ok": sum(v.ok for v in verdicts) / n, "valid": sum(bool(v.validity)
+                                                                for v in verdicts) / n}
+    for name in ("hero", "adjective", "noun", "place", "friend"):
+        asked = [v.constraints[name] for v in verdicts if name in v.constraints]
+        if asked:
+            out[name] = sum(asked) / len(asked)
+    return out
 
 
 def sft(

@@ -63,14 +63,15 @@ def test_markdown_tables_show_each_row_and_the_share_of_full_fine_tuning():
         {"row": "base", "method": "shipped model", "accuracy": 0.0, "valid": 0.57,
          "distinct": 1.0, "entropy": 0.36, "excess": 0.0163},
         {"row": "sft", "method": "SFT", "accuracy": 0.88, "trainable": 1000, "seconds": 61.4,
-         "optimizer_bytes": 8192, "valid": 0.5, "distinct": 0.99, "entropy": 0.4, "excess": 0.02},
+         "optimizer_bytes": 8192, "valid": 0.5, "distinct": 0.99, "entropy": 0.4, "excess": 0.02,
+         "instructions": 0.125},
         {"row": "lora", "method": "LoRA r=1", "accuracy": 0.5, "trainable": 25, "seconds": 40.0,
          "optimizer_bytes": 2048},
     ]
     text = bench.markdown_tables(rows, floor=0.3524)
     first, floor, second = text.split("\n\n")
-    assert "| shipped model | 0.0% | 57.0% | 100.0% | 0.360 | 0.0163 | — |" in first
-    assert "| SFT | 88.0% | 50.0% | 99.0% | 0.400 | 0.0200 | 61 |" in first
+    assert "| shipped model | 0.0% | — | 57.0% | 100.0% | 0.360 | 0.0163 | — |" in first
+    assert "| SFT | 88.0% | 12.5% | 50.0% | 99.0% | 0.400 | 0.0200 | 61 |" in first
     assert "LoRA" not in first  # a LoRA row without its price is only in the second table
     assert floor == "Entropy floor of the true stories: 0.3524 bits/char."
     assert "| SFT | 1,000 | 100.00% | 8.0 | 88.0% | 61 |" in second

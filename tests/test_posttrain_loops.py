@@ -10,13 +10,16 @@ from llama_edu.model import Llama, ModelArgs
 from llama_edu.posttrain import (
     answer_questions,
     chat_tokenizer,
+    follow_instructions,
+    instruction_eval,
+    instruction_examples,
     qa_eval,
     sample_stories,
     sft,
     sft_examples,
     story_stats,
 )
-from llama_edu.tasks import QATask
+from llama_edu.tasks import Instruction, QATask, instruction_for
 from llama_edu.tokenizer import SentencePieceTokenizer
 from llama_edu.train import PRETRAINED_DIR
 
@@ -94,3 +97,44 @@ def test_sft_refuses_no_examples_and_a_frozen_model(chat_tok):
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         sft(model, sft_examples(chat_tok, TASKS, max_len=128), steps=1)
+
+
+# --- instructions: a story on request -----------------------------------------------------
+
+GIVEN = ("One day, Mia found a red kite in the park. Then she met a boy named Leo. "
+         "Mia played with the kite.")
+
+
+def test_instruction_examples_train_on_the_reference_story_and_eot_only(chat_tok):
+    ins = instruction_for(GIVEN)
+    [(inputs, targets, mask)] = instruction_examples(chat_tok, [ins], max_len=128)
+    answer = chat_tok.decode(targets[mask].tolist())
+    assert answer == GIVEN + "<|eot_id|>"
+    assert chat_tok.decode(inputs[: int((~mask).sum()) + 1].tolist()).endswith(
+        "assistant<|end_header_id|>\n\n")
+    with pytest.raises(ValueError, match="has no reference story"):
+        instruction_examples(chat_tok, [Instruction("Mia", "red", "kite", "park")], max_len=128)
+
+
+def test_instruction_eval_counts_each_constraint(chat_tok, monkeypatch):
+    from llama_edu import posttrain
+
+    asked = instruction_for(GIVEN)
+    other_friend = GIVEN.replace("Leo", "Sam")
+    replies = [GIVEN, other_friend, "Mia flew."]
+    monkeypatch.setattr(posttrain, "follow_instructions", lambda *a, **k: list(replies))
+    out = instruction_eval(None, chat_tok, [asked] * 3)
+    third = pytest.approx(1 / 3)
+    assert out == {"ok": third, "valid": pytest.approx(2 / 3), "hero": pytest.approx(2 / 3),
+                   "adjective": pytest.approx(2 / 3), "noun": pytest.approx(2 / 3),
+                   "place": pytest.approx(2 / 3), "friend": third}
+
+
+def test_sft_on_instructions_teaches_a_random_model_to_write_the_story(chat_tok):
+    model = tiny_model(chat_tok.vocab_size)
+    ins = instruction_for(GIVEN)
+    assert follow_instructions(model, chat_tok, [ins], temperature=1.0) != [GIVEN]
+    sft(model, instruction_examples(chat_tok, [ins], max_len=128), steps=80, batch_size=1,
+        lr=1e-2)
+    assert follow_instructions(model, chat_tok, [ins], temperature=0.5) == [GIVEN]
+    assert instruction_eval(model, chat_tok, [ins], temperature=0.5)["ok"] == 1.0
