@@ -133,8 +133,9 @@ def kv_cache_bytes(
             f"(2 for float16/bfloat16, 4 for float32); got {seq_len!r}, {batch_size!r}, "
             f"{bytes_per_value!r}."
         )
-    per_value = args.n_layers * batch_size * seq_len * args.kv_heads * args.head_dim
-    return 2 * per_value * bytes_per_value
+    from .budget import kv_cache_bytes_per_token  # the accounting's home
+
+    return int(seq_len * batch_size * kv_cache_bytes_per_token(args, bytes_per_value))
 
 
 # --- autoregressive generation -------------------------------------------------------------
