@@ -371,6 +371,127 @@ def beam_search_candidates(
 # --- input checks --------------------------------------------------------------------------
 
 
+# --- speculative decoding ------------------------------------------------------------------
+
+
+def speculative_generate(
+    target: nn.Module,
+    draft: nn.Module,
+    prompt: list[int],
+    max_new_tokens: int,
+    k: int = 4,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    stats: dict[str, int] | None = None,
+) -> list[int]:
+    """Continue `prompt` with `target`, k tokens at a time proposed by the smaller `draft`.
+
+    Each round the draft proposes up to k tokens, one forward each, and the target scores all of
+    them in one forward. Greedy (temperature 0): a proposal is kept while it equals the
+    target's argmax; the first that differs is replaced by the target's choice, so the result
+    is exactly the target's own greedy continuation. Sampling: proposal x, drawn from the
+    draft's q, is kept with probability min(1, p(x) / q(x)) under the target's p; the first
+    rejected one is replaced by a draw from max(0, p - q), renormalised; this keeps the
+    target's distribution exactly (Leviathan et al. 2023, Chen et al. 2023). When every
+    proposal is kept, the target's last distribution gives one more token for free.
+
+    `stats`, if given, is filled with "rounds", "proposed", "accepted", "target_calls" and
+    "draft_calls". No stop ids: exactly max_new_tokens tokens come back.
+    """
+    ids = _single_row(prompt)
+    for name, model in (("target", target), ("draft", draft)):
+        if not callable(getattr(model, "init_cache", None)):
+            raise TypeError(f"speculative_generate: {name} must be a llama_edu Llama (it needs "
+                            f"init_cache), got {type(model).__name__}")
+        _check_length(model, len(ids), max_new_tokens)
+    if target.args.vocab_size != draft.args.vocab_size:
+        raise ValueError(
+            f"the draft's vocabulary ({draft.args.vocab_size} ids) differs from the target's "
+            f"({target.args.vocab_size}); both must share one tokenizer, or the draft's "
+            "proposals mean nothing to the target"
+        )
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (tokens the draft proposes per round) must be an int >= 1, got {k!r}")
+    _check_sampling(temperature, None, None)
+    counts = {"rounds": 0, "proposed": 0, "accepted": 0, "target_calls": 0, "draft_calls": 0}
+    total = len(ids) + max_new_tokens
+    seq = list(ids)
+    device = _device(target)
+    draft_device = _device(draft)
+
+    def probs(logits: torch.Tensor) -> torch.Tensor:  # (vocab,) float32 logits -> distribution
+        return torch.softmax(logits.double() / temperature, dim=-1)
+
+    def pick(p: torch.Tensor) -> int:
+        return int(torch.multinomial(p, 1, generator=generator).item())
+
+    was = target.training, draft.training
+    target.eval()
+    draft.eval()
+    try:
+        with torch.no_grad():
+            t_cache = target.init_cache(1, total)
+            d_cache = draft.init_cache(1, total)
+            if len(seq) > 1:  # the caches hold seq[:-1]; the last token is fed each round
+                target(torch.tensor([seq[:-1]], device=device), t_cache)
+                counts["target_calls"] += 1
+            while len(seq) < total:
+                n = min(k, total - len(seq) - 1)  # room for n proposals and one target token
+                proposals: list[int] = []
+                q_rows: list[torch.Tensor] = []
+                if n > 0:
+                    behind = seq[d_cache.length : -1]  # tokens the draft has not read yet
+                    if behind:
+                        draft(torch.tensor([behind], device=draft_device), d_cache)
+                        counts["draft_calls"] += 1
+                    last = seq[-1]
+                    for _ in range(n):
+                        logits = draft(torch.tensor([[last]], device=draft_device), d_cache)[0, -1]
+                        counts["draft_calls"] += 1
+                        if temperature == 0:
+                            last = int(torch.argmax(logits).item())
+                        else:
+                            q_rows.append(probs(logits))
+                            last = pick(q_rows[-1])
+                        proposals.append(last)
+                start = len(seq) - 1
+                scored = target(torch.tensor([[seq[-1], *proposals]], device=device), t_cache)
+                counts["target_calls"] += 1
+                logits = scored[0]  # (n + 1, vocab): row i is the target's view after token i
+                accepted = 0
+                new_token = None
+                for i, x in enumerate(proposals):
+                    if temperature == 0:
+                        best = int(torch.argmax(logits[i]).item())
+                        if best != x:
+                            new_token = best
+                            break
+                    else:
+                        p, q = probs(logits[i]), q_rows[i]
+                        u = torch.rand(1, generator=generator, dtype=torch.float64).item()
+                        if u * q[x].item() >= p[x].item():  # rejected: draw from max(0, p - q)
+                            rest = (p - q).clamp(min=0)
+                            new_token = pick(rest / rest.sum())
+                            break
+                    accepted += 1
+                if new_token is None:  # every proposal kept: the last row gives one more
+                    row = logits[len(proposals)]
+                    new_token = int(torch.argmax(row).item()) if temperature == 0 else pick(
+                        probs(row))
+                seq += [*proposals[:accepted], new_token]
+                t_cache.length = start + 1 + accepted  # forget the rejected proposals
+                d_cache.length = min(d_cache.length, len(seq) - 1)
+                counts["rounds"] += 1
+                counts["proposed"] += len(proposals)
+                counts["accepted"] += accepted
+    finally:
+        target.train(was[0])
+        draft.train(was[1])
+    if stats is not None:
+        stats.update(counts)
+    return seq[len(ids) : total]
+
+
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     if not is_number(temperature) or not 0 <= float(temperature) < math.inf:
         hint = " (a str: write the number without quotes)" if isinstance(temperature, str) else ""
