@@ -366,3 +366,158 @@ def _build(args: ModelArgs, state_dict: Mapping[str, torch.Tensor]) -> Llama:
     }
     model.load_state_dict(own, strict=not args.tie_embeddings)
     return model
+
+
+# --- GGUF, the file format of llama.cpp and Ollama -----------------------------------------
+
+GGUF_DTYPES = ("f32", "f16", "q8_0")
+"""The precisions `export_gguf` writes: float32, float16, and llama.cpp's Q8_0 blocks."""
+
+_GGUF_LAYER_NAMES = {  # Meta name inside layers.{i} -> llama.cpp name inside blk.{i}
+    "attention.wq.weight": "attn_q.weight",
+    "attention.wk.weight": "attn_k.weight",
+    "attention.wv.weight": "attn_v.weight",
+    "attention.wo.weight": "attn_output.weight",
+    "feed_forward.w1.weight": "ffn_gate.weight",
+    "feed_forward.w2.weight": "ffn_down.weight",
+    "feed_forward.w3.weight": "ffn_up.weight",
+    "attention_norm.weight": "attn_norm.weight",
+    "ffn_norm.weight": "ffn_norm.weight",
+}
+_GGUF_TOP_NAMES = {
+    "tok_embeddings.weight": "token_embd.weight",
+    "norm.weight": "output_norm.weight",
+    "output.weight": "output.weight",
+}
+
+
+def gguf_name(meta_name: str) -> str:
+    """llama.cpp's name for one of our (Meta's) tensor names, e.g. layers.0.attention.wq.weight
+    -> blk.0.attn_q.weight."""
+    if meta_name in _GGUF_TOP_NAMES:
+        return _GGUF_TOP_NAMES[meta_name]
+    parts = meta_name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "layers" and parts[2] in _GGUF_LAYER_NAMES:
+        return f"blk.{parts[1]}.{_GGUF_LAYER_NAMES[parts[2]]}"
+    raise ValueError(f"{meta_name!r} is not a tensor of a Llama; expected names such as "
+                     "'layers.0.attention.wq.weight' or 'tok_embeddings.weight'")
+
+
+def _gguf_vocab(tokenizer: Any) -> tuple[list[bytes], list[float], list[int]]:
+    """Pieces, scores and llama.cpp token types of a SentencePiece tokenizer."""
+    from gguf import TokenType
+
+    sp = getattr(tokenizer, "sp", None)
+    if sp is None or not callable(getattr(sp, "IdToPiece", None)):
+        raise TypeError(f"export_gguf needs the model's SentencePieceTokenizer (llama.cpp's "
+                        f"'llama' vocabulary is SentencePiece's), got {type(tokenizer).__name__}")
+    pieces, scores, types = [], [], []
+    for i in range(sp.GetPieceSize()):
+        pieces.append(sp.IdToPiece(i).encode("utf-8"))
+        scores.append(float(sp.GetScore(i)))
+        if sp.IsUnknown(i):
+            kind = TokenType.UNKNOWN
+        elif sp.IsControl(i):
+            kind = TokenType.CONTROL
+        elif sp.IsByte(i):
+            kind = TokenType.BYTE
+        elif sp.IsUnused(i):
+            kind = TokenType.UNUSED
+        else:
+            kind = TokenType.NORMAL
+        types.append(int(kind))
+    return pieces, scores, types
+
+
+def export_gguf(model: Llama, tokenizer: Any, path: str | os.PathLike, dtype: str = "f32",
+                overwrite: bool = False) -> Path:
+    """Write model and tokenizer as one GGUF file that llama.cpp (and Ollama) can run.
+
+    The tensors get llama.cpp's names (`gguf_name`); wq and wk keep Meta's row order, which is
+    the one llama.cpp's rotary embedding expects for the "llama" architecture. Norm weights stay
+    float32; the matrices are written in `dtype` ("f32", "f16" or "q8_0"). The file is written
+    next to `path` and renamed into place when complete; an existing file is kept unless
+    overwrite=True.
+    """
+    import gguf
+
+    from .quantize import quantize_q8_0
+
+    if not isinstance(model, Llama):
+        raise TypeError(f"export_gguf expects a llama_edu Llama, got {type(model).__name__}")
+    require_llama(model.args, "export_gguf")
+    if model.args.rope_scaling is not None:
+        raise ValueError("export_gguf does not write Llama 3.1's rope scaling yet; export a model "
+                         "with rope_scaling=None")
+    if dtype not in GGUF_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} for export_gguf; choose one of "
+                         f"{', '.join(GGUF_DTYPES)}")
+    pieces, scores, types = _gguf_vocab(tokenizer)
+    if len(pieces) != model.args.vocab_size:
+        raise ValueError(f"the tokenizer has {len(pieces)} pieces but the model "
+                         f"{model.args.vocab_size} rows; export the model with its own tokenizer")
+    out = Path(path)
+    if out.suffix != ".gguf":
+        raise ValueError(f"{out} should end in .gguf, the extension llama.cpp and Ollama expect")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists and was left as it is; pass overwrite=True to "
+                              "replace it, or choose another name")
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder; give a file name such as model.gguf")
+    a = model.args
+    if dtype == "q8_0":
+        odd = [n for n, t in model.state_dict().items() if t.dim() == 2 and t.shape[1] % 32]
+        if odd:
+            raise ValueError(f"q8_0 cuts each row into blocks of 32 weights, but {odd[0]} has "
+                             f"rows of {model.state_dict()[odd[0]].shape[1]}; use f16 or f32")
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    tmp = out.with_name(f".{out.name}.partial")
+    writer = gguf.GGUFWriter(tmp, "llama")
+    try:
+        writer.add_name("llama_edu")
+        writer.add_context_length(a.max_seq_len)
+        writer.add_embedding_length(a.dim)
+        writer.add_block_count(a.n_layers)
+        writer.add_feed_forward_length(a.hidden_dim)
+        writer.add_head_count(a.n_heads)
+        writer.add_head_count_kv(a.kv_heads)
+        writer.add_rope_dimension_count(a.head_dim)
+        writer.add_rope_freq_base(float(a.rope_theta))
+        writer.add_layer_norm_rms_eps(float(a.norm_eps))
+        writer.add_vocab_size(a.vocab_size)
+        writer.add_file_type(int(file_type))
+        if dtype == "q8_0":
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(pieces)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_bos_token_id(tokenizer.bos_id)
+        writer.add_eos_token_id(tokenizer.eos_id)
+        writer.add_unk_token_id(tokenizer.unk_id)
+        writer.add_add_bos_token(True)
+        writer.add_add_eos_token(False)
+        for name, tensor in model.state_dict().items():
+            if a.tie_embeddings and name == "output.weight":
+                continue  # llama.cpp uses token_embd when output.weight is absent
+            t = tensor.detach().float().cpu()
+            if t.dim() == 1 or dtype == "f32":
+                writer.add_tensor(gguf_name(name), t.numpy())
+            elif dtype == "f16":
+                writer.add_tensor(gguf_name(name), t.half().numpy())
+            else:
+                q, d = quantize_q8_0(t)  # (n_blocks, 32) int8, (n_blocks,) float16
+                blocks = torch.cat([d.view(torch.uint8).reshape(-1, 2), q.view(torch.uint8)], 1)
+                writer.add_tensor(gguf_name(name), blocks.reshape(t.shape[0], -1).numpy(),
+                                  raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
