@@ -31,6 +31,7 @@ __all__ = [
     "flops_per_token",
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",
+    "inference_memory",
     "param_counts",
     "tokens_per_parameter",
     "train_memory_bytes",
@@ -135,6 +136,36 @@ def kv_cache_bytes(args: ModelArgs | str, context: int, batch_size: int = 1,
     fn = "kv_cache_bytes"
     n = _count(context, "context", fn) * _count(batch_size, "batch_size", fn)
     return n * kv_cache_bytes_per_token(args, dtype_bytes)
+
+
+def inference_memory(
+    args: ModelArgs | str,
+    context: int,
+    batch_size: int = 1,
+    weight_dtype: str | float = "bf16",
+    kv_dtype: str | float = "bf16",
+    memory_gib: float | None = None,
+) -> dict[str, Any]:
+    """What generation needs: weights plus the KV cache of `batch_size` full contexts.
+
+    Returns bytes for "weights", "kv_cache" and "total", and with `memory_gib` also "fits"
+    (total <= memory) and "free" (bytes left, negative when it does not fit). Activations of
+    one decoding step are small beside these and are left out. The "will it fit?" widget is
+    an ipywidgets.interactive around this function.
+    """
+    fn = "inference_memory"
+    out: dict[str, Any] = {
+        "weights": weight_bytes(args, weight_dtype),
+        "kv_cache": kv_cache_bytes(args, context, batch_size, kv_dtype),
+    }
+    out["total"] = out["weights"] + out["kv_cache"]
+    if memory_gib is not None:
+        if not is_number(memory_gib) or float(memory_gib) <= 0:
+            raise ValueError(f"{fn}: memory_gib must be a number of GiB > 0, got {memory_gib!r}")
+        memory = float(memory_gib) * 2**30
+        out["fits"] = out["total"] <= memory
+        out["free"] = memory - out["total"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------

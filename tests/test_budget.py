@@ -38,6 +38,22 @@ def test_llama3_8b_kv_cache_and_weights_in_bf16():
     assert budget.weight_bytes("llama3-8b", "q4_0") == 8_030_261_248 * 4.5 / 8
 
 
+def test_will_llama3_8b_fit_on_a_16_gib_card():
+    # weights in bf16: 16,060,522,496 bytes = 14.96 GiB; one full context of 8,192 tokens: 1 GiB
+    plan = budget.inference_memory("llama3-8b", context=8192, memory_gib=16)
+    assert plan["weights"] == 16_060_522_496 and plan["kv_cache"] == 2**30
+    assert plan["total"] == 17_134_264_320 and plan["fits"] is True
+    assert plan["free"] == 17_179_869_184 - 17_134_264_320 == 45_604_864  # 43.5 MiB to spare
+    two = budget.inference_memory("llama3-8b", context=8192, batch_size=2, memory_gib=16)
+    assert two["fits"] is False and two["free"] == 45_604_864 - 2**30
+    q4 = budget.inference_memory("llama3-8b", 8192, weight_dtype="q4_0", memory_gib=16)
+    assert q4["fits"] is True and q4["weights"] == 8_030_261_248 * 18 / 32
+    four = budget.inference_memory("llama3-8b", 8192, batch_size=4, weight_dtype="q4_0")
+    assert four["kv_cache"] == 4 * 2**30 and "fits" not in four
+    with pytest.raises(ValueError, match="memory_gib must be a number of GiB > 0"):
+        budget.inference_memory("tiny", 10, memory_gib=0)
+
+
 @pytest.mark.parametrize("name", ["tiny", "llama2-7b", "llama3-8b"])
 def test_kv_cache_bytes_agrees_with_the_generation_module(name):
     args = ModelArgs.from_name(name)
