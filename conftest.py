@@ -7,3 +7,8 @@ import os
 os.environ.pop("MPLBACKEND", None)
 # Notebooks pick their device through llama_edu.device; tests must not inherit a user's choice.
 os.environ.pop("LLAMA_EDU_DEVICE", None)
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """Run the llama.cpp tests last: under CI they wait for llama.cpp's background build."""
+    items.sort(key=lambda item: item.get_closest_marker("llamacpp") is not None)

@@ -28,6 +28,7 @@ __all__ = [
     "BYTES_PER_WEIGHT",
     "CHINCHILLA_TOKENS_PER_PARAM",
     "activation_values_per_token",
+    "fit_report",
     "flops_per_token",
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",
@@ -166,6 +167,30 @@ def inference_memory(
         out["fits"] = out["total"] <= memory
         out["free"] = memory - out["total"]
     return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.2f} GiB"
+
+
+def fit_report(
+    args: ModelArgs | str,
+    context: int,
+    batch_size: int = 1,
+    weight_dtype: str | float = "bf16",
+    kv_dtype: str | float = "bf16",
+    memory_gib: float = 16.0,
+) -> str:
+    """The "will it fit?" answer as text: weights, KV cache, total, and what is left or missing."""
+    plan = inference_memory(args, context, batch_size, weight_dtype, kv_dtype, memory_gib)
+    name = args if isinstance(args, str) else "this model"
+    verdict = (f"fits, {_gib(plan['free'])} to spare" if plan["fits"]
+               else f"does NOT fit: {_gib(-plan['free'])} short")
+    rows = [(f"weights ({weight_dtype})", plan["weights"]), (f"KV cache ({kv_dtype})",
+            plan["kv_cache"]), ("total", plan["total"])]  # fmt: skip
+    lines = [f"{name}, {batch_size} x {context:,} tokens of context"]
+    lines += [f"  {label:<18} {_gib(n):>12}" for label, n in rows]
+    return "\n".join(lines) + f"\nin {memory_gib:g} GiB: {verdict}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -121,3 +121,14 @@ def test_train_memory_of_a_small_model_by_hand():
 def test_bad_input_gets_a_clear_error(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_fit_report_says_whether_it_fits_and_by_how_much():
+    text = budget.fit_report("llama3-8b", 8192, memory_gib=16)
+    assert "14.96 GiB" in text and "1.00 GiB" in text and "15.96 GiB" in text
+    assert text.endswith("in 16 GiB: fits, 0.04 GiB to spare")  # 45,604,864 bytes
+    short = budget.fit_report("llama3-8b", 8192, batch_size=2, memory_gib=16)
+    assert short.endswith("does NOT fit: 0.96 GiB short")  # 2 GiB of cache, 0.04 GiB free
+    assert "weights (q4_0)" in budget.fit_report("llama2-70b", 4096, weight_dtype="q4_0")
+    with pytest.raises(ValueError, match="memory_gib must be a number of GiB > 0"):
+        budget.fit_report("tiny", 10, memory_gib=-1)
