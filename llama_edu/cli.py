@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import classroom
+from .hub import REAL_CHECKPOINTS
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -191,6 +192,22 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from .hub import DOWNLOAD_MARKER, download_hf
+
+    repo = REAL_CHECKPOINTS.get(args.name, args.name)
+    had = (Path(args.out).expanduser() / DOWNLOAD_MARKER).is_file()
+    try:
+        folder = download_hf(repo, args.out, revision=args.revision, endpoint=args.endpoint)
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
+        return _fail("download", exc)
+    except KeyboardInterrupt:
+        return _fail("download", f"interrupted; nothing was written to {args.out}.")
+    print(f"{repo} was {'already' if had else 'downloaded'} in {folder}; load it with "
+          f"llama_edu.interop.load_hf({str(folder)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -279,6 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     ft.set_defaults(func=_finetune)
+
+    dl = sub.add_parser("download", help="download a Llama checkpoint (safetensors) from the "
+                        "Hugging Face Hub into --out")
+    dl.add_argument("name", metavar="NAME_OR_REPO",
+                    help="a repository id such as HuggingFaceTB/SmolLM2-135M, or a short name: "
+                    + ", ".join(REAL_CHECKPOINTS))
+    dl.add_argument("--out", required=True, help="a new or empty folder, e.g. models/smollm2")
+    dl.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
+    dl.add_argument("--endpoint", help="the Hub's address (default: HF_ENDPOINT or "
+                    "https://huggingface.co); gated models need HF_TOKEN or `hf auth login`")
+    dl.set_defaults(func=_download)
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .hub import REAL_CHECKPOINTS, download_hf  # noqa: F401  (re-exported)
 from .model import Llama, ModelArgs
 from .rope import half_to_interleaved, interleaved_to_half
 from .runfiles import (
@@ -191,11 +192,19 @@ def args_from_hf_config(config: Any) -> ModelArgs:
     cfg = config if isinstance(config, Mapping) else config.to_dict()
     if ARGS_KEY in cfg:
         return ModelArgs(**cfg[ARGS_KEY])
+    _refuse_unsupported(cfg)
     rope = dict(cfg.get("rope_parameters") or {})
     theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
-    scaling = rope if rope.get("rope_type") == "llama3" else cfg.get("rope_scaling")
-    if scaling:
-        scaling = {k: v for k, v in scaling.items() if k not in ("rope_type", "type")}
+    scaling = dict(cfg.get("rope_scaling") or rope)  # transformers 4 and Hub files; 5
+    kind = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
+    scaling.pop("type", None)
+    if kind not in ("default", "llama3"):
+        raise ValueError(
+            f"the config scales RoPE with type {kind!r}; llama_edu implements only Llama 3.1's "
+            "'llama3' scaling (and none). Load this model with transformers instead, or choose "
+            "a checkpoint without it."
+        )
+    scaling = scaling if kind == "llama3" else None
     dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
     base = int(2 * 4 * dim / 3)
     # Meta's rule rounds up to multiple_of; with multiple_of = hidden it lands exactly on hidden.
@@ -217,6 +226,27 @@ def args_from_hf_config(config: Any) -> ModelArgs:
     if args.hidden_dim != hidden:
         raise ValueError(f"cannot express intermediate_size={hidden} for dim={dim} in ModelArgs.")
     return args
+
+
+def _refuse_unsupported(cfg: Mapping[str, Any]) -> None:
+    """Raise a clear error for config fields that change a Llama's maths in ways ModelArgs lacks."""
+    problems = []
+    dim, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None and isinstance(dim, int) and isinstance(heads, int) and heads > 0:
+        if head_dim != dim // heads:
+            problems.append(f"head_dim={head_dim} differs from hidden_size / num_attention_heads "
+                            f"= {dim // heads}")
+    for name in ("attention_bias", "mlp_bias"):
+        if cfg.get(name):
+            problems.append(f"{name}=true")
+    if cfg.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act={cfg['hidden_act']!r} (Llama's SwiGLU uses 'silu')")
+    if problems:
+        raise ValueError(
+            f"the config has {'; '.join(problems)}, which llama_edu's Llama does not support. "
+            "Load this model with transformers instead, or choose a plain Llama checkpoint."
+        )
 
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json")
@@ -314,11 +344,7 @@ def load_hf(source: str | os.PathLike | tuple[Mapping[str, torch.Tensor], Any]) 
                 "the file from a copy."
             ) from exc
         args = args_from_hf_config(config)
-        files = sorted(folder.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(
-                f"{folder} has no .safetensors files. Only safetensors are loaded, never pickles."
-            )
+        files = _weight_files(folder)
         state_dict = {}
         for file in files:
             try:
@@ -329,6 +355,37 @@ def load_hf(source: str | os.PathLike | tuple[Mapping[str, torch.Tensor], Any]) 
                     f"{exc}). Export or download the model again."
                 ) from exc
     return _build(args, hf_to_meta(state_dict, args))
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a folder: those its index names if it has one, else all."""
+    index_file = folder / "model.safetensors.index.json"
+    if not index_file.is_file():
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(
+                f"{folder} has no .safetensors files. Only safetensors are loaded, never pickles."
+            )
+        return files
+    try:
+        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise ValueError(
+            f"{index_file} is not a valid index (a JSON object whose 'weight_map' maps tensor "
+            "names to shard files). Download the model again, or restore the file from a copy."
+        ) from None
+    odd = [n for n in names if not isinstance(n, str) or Path(n).name != n or n.startswith(".")]
+    if odd or not names:
+        raise ValueError(f"{index_file} names {odd or 'no shards'}; shards must be plain file "
+                         "names next to the index. Download the model again.")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {', '.join(missing)}, which its model.safetensors.index.json "
+            "names. Download the model again (the shards belong together)."
+        )
+    return [folder / n for n in names]
 
 
 def load_meta(checkpoint_dir: str | os.PathLike) -> Llama:
