@@ -17,6 +17,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import operator
@@ -372,6 +373,31 @@ def beam_search_candidates(
 
 
 # --- speculative decoding ------------------------------------------------------------------
+
+
+def early_exit_draft(model: nn.Module, n_layers: int) -> nn.Module:
+    """A draft for speculative decoding: a copy of `model` with only its first `n_layers` blocks.
+
+    The copy keeps the embedding, the first blocks, the final norm and the output layer, so it
+    predicts from an early layer's residual stream ("self-speculative decoding": no second
+    model to train or ship). Its weights are copies; the model itself is not changed.
+    """
+    from .model import Llama  # generate is imported by model's users; keep the import local
+
+    if not isinstance(model, Llama):
+        raise TypeError(f"early_exit_draft: model must be a llama_edu Llama, got "
+                        f"{type(model).__name__}")
+    total = model.args.n_layers
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers < total:
+        raise ValueError(f"early_exit_draft: n_layers must be a whole number from 1 to "
+                         f"{total - 1} (fewer than the model's {total} layers), got {n_layers!r}")
+    args = dataclasses.replace(model.args, n_layers=n_layers)
+    keep = {k: v for k, v in model.state_dict().items()
+            if not k.startswith("layers.") or int(k.split(".")[1]) < n_layers}
+    param = next(model.parameters())
+    draft = Llama(args).to(device=param.device, dtype=param.dtype)
+    draft.load_state_dict(keep)
+    return draft.eval()
 
 
 def speculative_generate(

@@ -130,3 +130,29 @@ def test_every_pair_is_reachable_in_the_exact_table():
     table = exact_pairs(target, [1, 3], 1.0)
     assert abs(table.sum().item() - 1) < 1e-9
     assert len(list(itertools.product(range(5), repeat=2))) == table.numel()
+
+
+def test_an_early_exit_draft_is_the_models_first_layers():
+    from llama_edu.generate import early_exit_draft
+    from llama_edu.train import load_pretrained
+
+    model, tok = load_pretrained()
+    model.eval()
+    draft = early_exit_draft(model, 2)
+    assert draft.args.n_layers == 2 and len(draft.layers) == 2 and model.args.n_layers == 4
+    x = torch.tensor([tok.encode("Once upon a time, Mia found a red kite.", bos=True)])
+    with torch.no_grad():
+        trace = model.trace(x)
+        # the draft's logits are the model's logit lens after block 2: final norm, output layer
+        expected = model.output(model.norm(trace.hidden_states[2]))
+        torch.testing.assert_close(draft(x), expected)
+        draft.layers[0].attention.wq.weight.zero_()
+    assert model.layers[0].attention.wq.weight.abs().sum() > 0  # a copy, not shared
+    prompt = x[0].tolist()
+    assert speculative_generate(model, early_exit_draft(model, 1), prompt, 30, k=3) == \
+        generate(model, prompt, 30)
+    for bad in (0, 4, 2.0, True):
+        with pytest.raises(ValueError, match="n_layers must be a whole number from 1 to 3"):
+            early_exit_draft(model, bad)
+    with pytest.raises(TypeError, match="must be a llama_edu Llama"):
+        early_exit_draft(torch.nn.Linear(2, 2), 1)
