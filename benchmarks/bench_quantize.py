@@ -39,6 +39,36 @@ from llama_edu.train import load_pretrained, story_bits_per_char
 EVAL_SEED = 12345  # held-out stories and the floor, as in train.tales_report
 
 
+def draw(rows: list[dict], floor: float, path: Path) -> None:
+    """Two panels against bits per weight: excess over the floor, greedy agreement with fp32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    xs = [r["bits_per_weight"] for r in rows]
+    offsets = {"int8": (-6, 2, "right"), "q8_0": (6, -10, "left")}
+    for ax, key, scale, label in (
+        (left, "excess", 1, "excess over the floor (bits/char)"),
+        (right, "identical", 100, "greedy runs identical to fp32 (%)"),
+    ):
+        ys = [r[key] * scale for r in rows]
+        ax.plot(xs, ys, "o")
+        for r, y in zip(rows, ys, strict=True):
+            dx, dy, ha = offsets.get(r["format"], (4, 6, "left"))
+            ax.annotate(r["format"], (r["bits_per_weight"], y), textcoords="offset points",
+                        xytext=(dx, dy), ha=ha)
+        ax.set(xlabel="bits per weight of the matrices", ylabel=label, ylim=(0, max(ys) * 1.15),
+               xlim=(0, 34))
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"The shipped model quantized: the cost of each format (floor {floor:.3f} "
+                 "bits/char)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"drew {path}")
+
+
 def main() -> None:
     """Quantize, measure, print the table (and draw the figure)."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -50,7 +80,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--replot", type=Path, help="draw --figure from this JSON; measure nothing")
     opts = parser.parse_args()
+    if opts.replot:
+        saved = json.loads(opts.replot.read_text())
+        draw(saved["rows"], saved["floor"], opts.figure or Path("quantize.png"))
+        return
     torch.set_num_threads(opts.threads)
     model, tok = load_pretrained()
     model.eval()
@@ -98,26 +133,7 @@ def main() -> None:
         opts.json.write_text(json.dumps({"machine": machine, "floor": floor, "rows": rows},
                                         indent=1))  # fmt: skip
     if opts.figure:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        xs = [r["bits_per_weight"] for r in rows]
-        ys = [r["excess"] for r in rows]
-        ax.plot(xs, ys, "o-")
-        for r in rows:
-            ax.annotate(r["format"], (r["bits_per_weight"], r["excess"]),
-                        textcoords="offset points", xytext=(5, 5))
-        ax.set(xscale="log", xlabel="bits per weight (log scale)",
-               ylabel="excess over the floor (bits/char)",
-               title="The shipped model, quantized: what each format costs")
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(opts.figure, dpi=110)
-        print(f"drew {opts.figure}")
+        draw(rows, floor, opts.figure)
 
 
 if __name__ == "__main__":

@@ -329,10 +329,6 @@ TERMS: tuple[Term, ...] = (
     _t("Parameter count", "参数量", 8,
        "The total number of parameters of a model, for example 6,738,415,616 for Llama 2 7B.",
        "模型参数的总数，例如 Llama 2 7B 有 6,738,415,616 个参数。"),
-    _t("Quantization", "量化", 8,
-       "Storing weights with fewer bits, such as int8 or int4, to save memory at a small cost "
-       "in accuracy.",
-       "用更少的比特（例如 int8 或 int4）存储权重，以少量精度换取更少的内存。"),
     _t("State dict", "状态字典", 8,
        "PyTorch's dictionary from parameter names to weight tensors, used to save and load a "
        "model.",
@@ -553,6 +549,26 @@ TERMS: tuple[Term, ...] = (
        "A program that decides exactly whether an output is correct, such as TinyTales.is_valid; "
        "with one, no human or model judge is needed.",
        "能准确判定输出是否正确的程序，例如 TinyTales.is_valid；有了它就不需要人类或模型来评判。"),
+    _t("Quantization", "量化", 15,
+       "Storing weights as small integers plus a scale that turns them back into numbers, so "
+       "that they take fewer bits; the error it adds must be measured.",
+       "把权重存成小整数加一个缩放因子（用它还原成数值），从而占用更少的比特；"
+       "它带来的误差需要实测。"),
+    _t("Block quantization (Q8_0, Q4_0)", "分块量化（Q8_0、Q4_0）", 15,
+       "The formats of llama.cpp: blocks of 32 weights, each with its own 16-bit scale, stored in 8 or "
+       "4 bits per weight (8.5 and 4.5 bits with the scale).",
+       "llama.cpp 的格式：每 32 个权重为一块，每块有自己的 16 位缩放因子，"
+       "每个权重用 8 或 4 比特存储（加上缩放因子分别为 8.5 和 4.5 比特）。"),
+    _t("Speculative decoding", "投机解码", 15,
+       "A cheap draft model proposes several tokens and the large model checks them in one "
+       "forward pass; the accept/reject rule keeps the large model's output exactly.",
+       "由廉价的草稿模型提出若干词元，大模型在一次前向计算中一起验证；"
+       "接受/拒绝规则使输出与大模型完全一致。"),
+    _t("GGUF", "GGUF 文件格式", 15,
+       "The single-file format of llama.cpp and Ollama: metadata, the tokenizer and every tensor, "
+       "in float or in a block-quantized format.",
+       "llama.cpp 和 Ollama 使用的单文件格式：包含元数据、分词器和全部张量，"
+       "张量可以是浮点或分块量化格式。"),
 )
 
 
