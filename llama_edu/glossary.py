@@ -555,8 +555,8 @@ TERMS: tuple[Term, ...] = (
        "把权重存成小整数加一个缩放因子（用它还原成数值），从而占用更少的比特；"
        "它带来的误差需要实测。"),
     _t("Block quantization (Q8_0, Q4_0)", "分块量化（Q8_0、Q4_0）", 15,
-       "The formats of llama.cpp: blocks of 32 weights, each with its own 16-bit scale, stored in 8 or "
-       "4 bits per weight (8.5 and 4.5 bits with the scale).",
+       "The formats of llama.cpp: blocks of 32 weights, each with its own 16-bit scale, stored "
+       "in 8 or 4 bits per weight (8.5 and 4.5 bits with the scale).",
        "llama.cpp 的格式：每 32 个权重为一块，每块有自己的 16 位缩放因子，"
        "每个权重用 8 或 4 比特存储（加上缩放因子分别为 8.5 和 4.5 比特）。"),
     _t("Speculative decoding", "投机解码", 15,
