@@ -11,7 +11,7 @@ LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 PYTEST_ARGS ?=
 
-.PHONY: lab test install student lint determinism
+.PHONY: lab lab-zh test install student lint determinism
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 lab: install
 	$(PYTHON) -m jupyter lab notebooks/00_welcome.ipynb $(ROOT_FLAG) $(LAB_ARGS)
+
+# The Chinese edition (notebooks_zh/, built by tools/make_edition.py; see README.zh-CN.md).
+lab-zh: install
+	$(PYTHON) -m jupyter lab notebooks_zh/00_welcome.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: install
 	$(PYTHON) -m ruff check .

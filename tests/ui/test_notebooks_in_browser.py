@@ -50,6 +50,11 @@ from llama_edu import classroom
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "ui"
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ZH_SAMPLE = ["00_welcome.ipynb", "04_attention.ipynb"]
+"""Chapters of the Chinese edition (notebooks_zh/) that run in the browser too: their code and
+outputs equal the English ones (tests/test_translations.py), so a sample shows the edition runs."""
+PATHS = [f"notebooks/{n}" for n in NOTEBOOKS] + [
+    f"notebooks_zh/{n}" for n in ZH_SAMPLE if (ROOT / "notebooks_zh" / n).is_file()]
 CHROMIUM_FLAGS = [
     "--no-sandbox",  # we run as root in containers; the sandbox refuses that
     "--disable-background-networking",
@@ -130,6 +135,10 @@ def lab(tmp_path_factory):
         ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
     )
     classroom.write_student_versions(ROOT / "notebooks", root / "notebooks")
+    if (ROOT / "notebooks_zh").is_dir():
+        shutil.copytree(ROOT / "notebooks_zh", root / "notebooks_zh",
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        classroom.write_student_versions(ROOT / "notebooks_zh", root / "notebooks_zh")
     settings = root / ".lab-settings"
     for plugin, values in LAB_SETTINGS.items():
         path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
@@ -313,11 +322,12 @@ def _screenshot(page, locator, path: Path, block: str = "start") -> None:
     page.screenshot(path=str(path))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_jupyterlab(lab, browser, name):
+@pytest.mark.parametrize("path", PATHS)
+def test_notebook_runs_in_jupyterlab(lab, browser, path):
     url, root = lab
-    stem = Path(name).stem
-    committed = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    folder, name = path.split("/")
+    stem = Path(name).stem + ("" if folder == "notebooks" else f"-{folder}")
+    committed = nbformat.read(ROOT / path, as_version=4)
     want_images, want_widgets, _ = _counts(committed)
     expected_code = [bool(c.source.strip()) for c in committed.cells if c.cell_type == "code"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -330,7 +340,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
     page.on("pageerror", lambda e: console.append(f"uncaught: {str(e)[:300]}"))
     try:
         # ?reset: start from an empty workspace, so earlier notebooks are not reopened.
-        page.goto(f"{url}/lab/tree/notebooks/{name}?reset")
+        page.goto(f"{url}/lab/tree/{path}?reset")
         page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=120_000)
         page.keyboard.press("Control+b")  # hide the file browser: more notebook per screenshot
         _wait_for_kernel(page, KERNEL_TIMEOUT_S)
@@ -362,7 +372,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
         rendered = page.evaluate(RENDERED_JS)
         visible_sliders = sum(s.is_visible() for s in sliders.all())
         body = page.locator("#main").inner_text()
-        _save(page, root / "notebooks" / name)
+        _save(page, root / path)
     except BaseException:
         with contextlib.suppress(Exception):  # the page itself may be what failed
             page.screenshot(path=str(ARTIFACTS / f"{stem}-failure.png"))
@@ -375,7 +385,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name):
             _shut_down_kernels(url)
     print(f"{name}: ran in {seconds:.0f} s in the browser")
 
-    saved = nbformat.read(root / "notebooks" / name, as_version=4)
+    saved = nbformat.read(root / path, as_version=4)
     images, widgets, errors = _counts(saved)
     assert errors == [], f"{name}: error outputs in the browser run: {errors}"
     assert student_run_problems(saved, name) == []
