@@ -29,15 +29,7 @@ ENGLISH = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 TRANSLATIONS = ROOT / "translations" / "zh"
 EDITION = ROOT / "notebooks_zh"
 
-UNTRANSLATED = {
-    "02_tokenization",
-    "09_training",
-    "10_generation",
-    "11_inside_the_model",
-    "12_ablation_lab",
-    "13_myths_and_facts",
-    "14_post_training",
-}
+UNTRANSLATED: set[str] = set()
 """Chapters whose Chinese translation is still to be written (issue 20)."""
 
 TRANSLATED = [p for p in ENGLISH if p.stem not in UNTRANSLATED]
