@@ -896,7 +896,7 @@ def load_pretrained() -> tuple[Llama, SentencePieceTokenizer]:
     if not (PRETRAINED_DIR / "checkpoint" / "model.safetensors").is_file():
         raise FileNotFoundError(
             f"the shipped TinyTales checkpoint is missing from {PRETRAINED_DIR}. Reinstall "
-            "llama_edu, or train your own with notebook 08 and load it with load_run(folder)."
+            "llama_edu, or train your own with notebook 09 and load it with load_run(folder)."
         )
     return load_run(PRETRAINED_DIR)
 
