@@ -28,7 +28,7 @@ lab: install
 
 # The Chinese edition (notebooks_zh/, built by tools/make_edition.py; see README.zh-CN.md).
 lab-zh: install
-	$(PYTHON) -m jupyter lab notebooks_zh/00_welcome.ipynb $(ROOT_FLAG) $(LAB_ARGS)
+	LLAMA_EDU_LANG=zh $(PYTHON) -m jupyter lab notebooks_zh/00_welcome.ipynb $(ROOT_FLAG) $(LAB_ARGS)
 
 test: install
 	$(PYTHON) -m ruff check .

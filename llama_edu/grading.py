@@ -313,7 +313,9 @@ def judge(
 
 
 def _verdict(check: str, status: str, message: str) -> dict[str, str]:
-    return {"check": check, "status": status, "message": message}
+    from .messages import translate  # Chinese verdicts when LLAMA_EDU_LANG=zh
+
+    return {"check": check, "status": status, "message": translate(message)}
 
 
 def run_checks() -> None:

@@ -238,6 +238,10 @@ def gap_report(record: Mapping[str, Any], baselines: Mapping[str, float] | None 
         gap = record.get("gap_closed", (bigram - bpc) / (bigram - floor))
         return (f"val {bpc:.3f} bits/char: {excess:.3f} above the floor {floor:.3f}, "
                 f"{gap:.1%} of the gap from the bigram ({bigram:.3f}) to the floor closed")
+    if "unigram_bpc" in baselines and "bigram_bpc" in baselines:
+        unigram, bigram = baselines["unigram_bpc"], baselines["bigram_bpc"]
+        return (f"val {bpc:.3f} bits/char, unigram {unigram:.3f}, bigram {bigram:.3f} "
+                "(no entropy floor is known for this corpus)")
     parts = [f"val {bpc:.3f} bits/char"]
     for name in ("unigram", "bigram"):
         if f"{name}_bpc" in baselines:

@@ -13,6 +13,14 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from llama_edu import checks
+from llama_edu.messages import untranslated
+
+
+def assert_chinese(message: str) -> None:
+    """Fail unless a message reads in Chinese: CJK text and no English sentence of the catalog."""
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in message), message
+    left = untranslated(message)
+    assert not left, f"English left in the Chinese message {message!r}: {left}"
 
 
 def _id(case: tuple) -> str:
@@ -46,6 +54,13 @@ def table_tests(
             assert sum(case[0] == name for case in wrong) >= 3, name
             assert sum(case[0] == name for case in correct) >= 2, name
 
+    @pytest.mark.parametrize(("name", "wrong", "words"), wrong, ids=[_id(c) for c in wrong])
+    def test_mistakes_are_named_in_chinese(name, wrong, words, monkeypatch):
+        monkeypatch.setenv("LLAMA_EDU_LANG", "zh")
+        with pytest.raises(checks.CheckFailed) as info:
+            getattr(checks, name)(wrong)
+        assert_chinese(str(info.value))
+
     @pytest.mark.parametrize("name", names)
     def test_not_implemented_is_reported_not_raised(name, capsys):
         def not_yet(*args, **kwargs):
@@ -64,6 +79,7 @@ def table_tests(
     return {test.__name__: test for test in (
         test_correct_solutions_pass,
         test_typical_mistakes_are_named,
+        test_mistakes_are_named_in_chinese,
         test_every_check_rejects_at_least_three_mistakes,
         test_not_implemented_is_reported_not_raised,
         test_checks_are_listed,

@@ -17,7 +17,7 @@ import pytest
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
-TOOLS = {"checks", "viz", "device", "diagram", "classroom"}
+TOOLS = {"checks", "viz", "device", "diagram", "classroom", "messages"}
 """Modules that teach nothing by themselves: usable in every chapter."""
 
 MODULE_HOME = {

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..messages import translate
+
 PASSED, FAILED, NOT_IMPLEMENTED = "passed", "failed", "not implemented"
 
 
@@ -38,10 +40,10 @@ def choose(name: str, yours: Any, library: Any, label: str = "") -> Any:
     what = label or name
     result = _RESULTS.get(name)
     if result is not None and result.status == PASSED:
-        print(f"Using your {what} (checks.{name} passed).")
+        print(translate(f"Using your {what} (checks.{name} passed)."))
         return yours
     state = "has not run" if result is None else f"is {result.status}"
-    print(f"Using the library's {what}: checks.{name} {state}.")
+    print(translate(f"Using the library's {what}: checks.{name} {state}."))
     return library
 
 
@@ -52,24 +54,26 @@ def require(*names: str) -> None:
     its points only when its check passed in this kernel. It prints nothing on success.
     """
     if not names:
-        raise TypeError("checks.require needs the name of at least one check, e.g. 'softmax'.")
+        raise TypeError(
+            translate("checks.require needs the name of at least one check, e.g. 'softmax'.")
+        )
     for name in names:
         result = _RESULTS.get(name)
         if result is None:
-            raise AssertionError(
+            raise AssertionError(translate(
                 f"exercise {name} is not done: checks.{name} has not run in this kernel. Run the "
                 f"exercise cell that calls checks.{name}(...) (and every cell above it) first."
-            )
+            ))
         if result.status == NOT_IMPLEMENTED:
-            raise AssertionError(
+            raise AssertionError(translate(
                 f"exercise {name} is not done: your function still raises NotImplementedError. "
                 f"Write your solution in the exercise cell and run that cell again."
-            )
+            ))
         if result.status != PASSED:
-            raise AssertionError(
+            raise AssertionError(translate(
                 f"exercise {name} is not done: checks.{name} failed: {result.message.rstrip('.')}. "
                 "Fix your solution in the exercise cell and run that cell again."
-            )
+            ))
 
 
 def reset_results() -> None:
@@ -81,13 +85,14 @@ class CheckFailed(AssertionError):
     """An exercise solution gave a wrong answer; the message names the likely mistake."""
 
     def __init__(self, check: str, message: str) -> None:
+        message = translate(message)
         super().__init__(f"checks.{check}: {message}")
         self.check = check
         self.hint = message
 
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a long stack of check internals.
-        return [f"\u2717 checks.{self.check} failed", "", self.hint]
+        return [translate(f"\u2717 checks.{self.check} failed"), "", self.hint]
 
 
 class _Failure(Exception):
@@ -145,10 +150,10 @@ def check(body: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., 
     @functools.wraps(body)
     def run(candidate: Callable[..., Any]) -> None:
         if not callable(candidate):
-            raise TypeError(
+            raise TypeError(translate(
                 f"checks.{name} expects your function itself, e.g. checks.{name}(my_{name}); "
                 f"got {type(candidate).__name__}. Pass the function without calling it."
-            )
+            ))
         try:
             summary = body(candidate)
         except NotImplementedError:
@@ -156,14 +161,14 @@ def check(body: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., 
                 "not implemented yet. Replace the `raise NotImplementedError(...)` line "
                 "with your solution, run the cell again, and the check will run."
             )
-            _RESULTS[name] = CheckResult(name, NOT_IMPLEMENTED, message)
-            print(f"\u2026 checks.{name}: {message}")
+            _RESULTS[name] = CheckResult(name, NOT_IMPLEMENTED, translate(message))
+            print(translate(f"\u2026 checks.{name}: {message}"))
             return
         except _Failure as failure:
-            _RESULTS[name] = CheckResult(name, FAILED, str(failure))
+            _RESULTS[name] = CheckResult(name, FAILED, translate(str(failure)))
             raise CheckFailed(name, str(failure)) from None
-        _RESULTS[name] = CheckResult(name, PASSED, summary)
-        print(f"\u2713 checks.{name} passed: {summary}")
+        _RESULTS[name] = CheckResult(name, PASSED, translate(summary))
+        print(translate(f"\u2713 checks.{name} passed: {summary}"))
 
     run.is_check = True  # type: ignore[attr-defined]
     return run

@@ -90,14 +90,14 @@ def transformer_block(fn: Callable[..., torch.Tensor]) -> str:
                 "your function returned a tuple; return only the output tensor of shape "
                 "(batch, seq, dim)."
             )
-        where = f"with {label} (x of shape {tuple(x.shape)})"
+        where = f"{label} (x of shape {tuple(x.shape)})"  # ends in text: a catalog key can match
         out = expect_tensor(out, tuple(x.shape), "the block's output")
         if close(out, expected):
             continue
         for wrong, message in mistakes:
             if close(out, wrong):
-                fail(f"{where}: {message}")
-        fail(f"{where} the output differs from the reference. {_BLOCK_RULE}")
+                fail(f"with {where}: {message}")
+        fail(f"with {where} the output differs from the reference. {_BLOCK_RULE}")
     return (
         "equals x + attention(norm(x)), then h + feed_forward(norm(h)) on 4 blocks "
         "(grouped-query and full heads, with and without a mask, one token)"
@@ -604,9 +604,12 @@ def _same_keys(model: torch.nn.Module, reference: ref.Llama, label: str) -> None
         "norm and output."
     )
     if any("rope" in key or "freqs" in key or "mask" in key for key in extra):
-        advice += (
-            " Tables that are not weights (RoPE cos/sin, a mask) must not be saved: register "
-            "them with register_buffer(name, tensor, persistent=False)."
+        # one message with the sentence written out, so that the catalog can translate it whole
+        fail(
+            f"with {label} your model's state dict has other keys than llama_edu.model.Llama's "
+            f"({'; '.join(parts)}). {advice} Tables that are not weights (RoPE cos/sin, a mask) "
+            "must not be saved: register them with register_buffer(name, tensor, "
+            "persistent=False)."
         )
     fail(
         f"with {label} your model's state dict has other keys than llama_edu.model.Llama's "

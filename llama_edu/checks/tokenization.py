@@ -242,37 +242,37 @@ def _diagnose_merge(out: Any, ids: list[int], pair: Pair, new_id: int, label: st
             f"with {label} the result holds a pair: {_short(out)}. Put the single int new_id "
             "where the pair was, not the pair itself."
         )
-    shown = f"you return {_short(out, 60)}, expected {_short(expected, 60)}"
+    said = f"with {label} you return {_short(out, 60)}, expected {_short(expected, 60)}"
     if out == _merge_from_right(ids, pair, new_id) or out.count(new_id) > expected.count(new_id):
         fail(
-            f"with {label} {shown}. Overlapping matches: [1, 1, 1] with the pair (1, 1) must "
+            f"{said}. Overlapping matches: [1, 1, 1] with the pair (1, 1) must "
             "give [9, 1], not [9, 9] or [1, 9]. Scan from the left; after a match append new_id "
             "and jump over BOTH elements (i += 2), so the second 1 cannot start another match."
         )
     if out == _merge_keeping_second(ids, pair, new_id):
         fail(
-            f"with {label} {shown}: the second token of each match is still there. A merge "
+            f"{said}: the second token of each match is still there. A merge "
             "replaces TWO tokens by one: after appending new_id, skip ids[i + 1] (i += 2)."
         )
     if expected and out == expected[:-1]:
         fail(
-            f"with {label} {shown}: the last element is dropped. When i reaches the last "
+            f"{said}: the last element is dropped. When i reaches the last "
             "position there is no pair to test, but ids[-1] must still be copied."
         )
     if out == _merge_first(ids, pair, new_id):
         fail(
-            f"with {label} {shown}: only the first occurrence is replaced. Keep scanning "
+            f"{said}: only the first occurrence is replaced. Keep scanning "
             "after a match: every occurrence becomes new_id."
         )
     if pair[0] != pair[1] and out == ref.merge(ids, (pair[1], pair[0]), new_id):
         fail(
-            f"with {label} {shown}: you replaced ({pair[1]}, {pair[0]}), the pair in the "
+            f"{said}: you replaced ({pair[1]}, {pair[0]}), the pair in the "
             f"wrong order. Match ids[i] == pair[0] and ids[i + 1] == pair[1]."
         )
     if new_id not in out and expected.count(new_id):
-        fail(f"with {label} {shown}: new_id never appears. Append new_id for each match.")
+        fail(f"{said}: new_id never appears. Append new_id for each match.")
     fail(
-        f"with {label} {shown}. Walk i from 0: if (ids[i], ids[i + 1]) == pair, append new_id "
+        f"{said}. Walk i from 0: if (ids[i], ids[i + 1]) == pair, append new_id "
         "and add 2 to i; otherwise append ids[i] and add 1."
     )
 
@@ -329,9 +329,14 @@ def _diagnose_utf8(out: Any, text: str, label: str) -> None:
     """Fail, naming the likely mistake, unless `out` lists the UTF-8 length of each character."""
     expected = [_utf8_length(ch) for ch in text]
     if isinstance(out, int):
-        total = " (the total for the whole text)" if out == sum(expected) else ""
+        if out == sum(expected):
+            fail(
+                f"with {label} your function returned one number, {out} (the total for the "
+                "whole text). Return a list with one number per character: "
+                "[len of text[0] in bytes, ...]."
+            )
         fail(
-            f"with {label} your function returned one number, {out}{total}. Return a list "
+            f"with {label} your function returned one number, {out}. Return a list "
             "with one number per character: [len of text[0] in bytes, ...]."
         )
     if not isinstance(out, list):
@@ -344,9 +349,13 @@ def _diagnose_utf8(out: Any, text: str, label: str) -> None:
             "many bytes each character takes: 'A' -> 1, '\u732b' -> 3."
         )
     if len(out) != len(text):
-        per_byte = " (one per byte?)" if len(out) == sum(expected) else ""
+        if len(out) == sum(expected):
+            fail(
+                f"with {label} the list has length {len(out)} (one per byte?); expected one number "
+                f"per character, {len(text)}."
+            )
         fail(
-            f"with {label} the list has length {len(out)}{per_byte}; expected one number per "
+            f"with {label} the list has length {len(out)}; expected one number per "
             f"character, {len(text)}."
         )
     if text and all(n == 1 for n in out):

@@ -404,11 +404,16 @@ def adamw_step(fn: Callable[..., Any]) -> str:
 
 
 def _unpack(out: Any, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if not isinstance(out, tuple | list) or len(out) != 3:
-        what = f"a {type(out).__name__}"
-        if isinstance(out, tuple | list):
-            what += f" of length {len(out)}"
-        fail(f"the result is {what}; return the tuple (param, m, v) of three tensors.")
+    if not isinstance(out, tuple | list):
+        fail(
+            f"the result is a {type(out).__name__}; return the tuple (param, m, v) of three "
+            "tensors."
+        )
+    if len(out) != 3:
+        fail(
+            f"the result is a {type(out).__name__} of length {len(out)}; return the tuple "
+            "(param, m, v) of three tensors."
+        )
     names = ("param", "m", "v")
     for name, value in zip(names, out, strict=True):
         expect_tensor(value, shape, f"the returned {name}")
@@ -443,9 +448,9 @@ def _check_adamw_case(
         )
     new = _unpack(out, tuple(param.shape))
     if not all(torch.isfinite(t).all() for t in new):
-        bad = "at step=1 " if step == 1 else ""
+        where = f"with {label} the result at step=1" if step == 1 else f"with {label} the result"
         fail(
-            f"with {label} the result {bad}contains inf or nan. step counts from 1: the bias "
+            f"{where} contains inf or nan. step counts from 1: the bias "
             "correction divides by 1 - beta**step, which is 0 if step 0 is used. Do not "
             "subtract 1 from step."
         )
@@ -461,7 +466,7 @@ def _check_adamw_case(
         torch.cat([t.flatten() for t in new]),
         expected,
         _adamw_mistakes(param, grad, m, v, step, lr, betas, eps, wd),
-        label + " (param, m and v compared as one vector)",
+        f"{label} (param, m and v compared as one vector)",
         _ADAMW_HINT,
         atol=1e-6,
         rtol=1e-5,
