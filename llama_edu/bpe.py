@@ -3,7 +3,8 @@
 `BPETokenizer` starts from the 256 byte values, so every string can be encoded and decoded back
 exactly; training repeatedly merges the most frequent adjacent pair into a new token
 (`pair_counts`, `merge`). An optional pre-split (`pre_split`) keeps merges inside word-like
-chunks. The SentencePiece tokenizer that Llama 2 ships is in `llama_edu.tokenizer`.
+chunks. `bytes_to_unicode` gives the printable character that byte-level vocabulary files use
+for each byte. The SentencePiece tokenizer that Llama 2 ships is in `llama_edu.tokenizer`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "BPETokenizer",
     "MergeRow",
     "PRE_SPLIT_PATTERN",
+    "bytes_to_unicode",
     "merge",
     "pair_counts",
     "pre_split",
@@ -138,6 +140,37 @@ def _bytes_for_display(data: bytes) -> str:
     return "".join(
         f"<0x{ord(ch) - 0xDC00:02X}>" if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in text
     )
+
+
+# --------------------------------------------------------------------------------------------
+# How byte-level vocabulary files write a byte
+# --------------------------------------------------------------------------------------------
+
+
+def _keeps_its_latin1_character(byte: int) -> bool:
+    # Visible Latin-1 characters: '!' to '~', then '¡' to 'ÿ' without the soft hyphen (0xAD).
+    return 0x21 <= byte <= 0x7E or (0xA1 <= byte <= 0xFF and byte != 0xAD)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """The printable character that GPT-2-style byte-level vocabularies write for each byte.
+
+    A token of a byte-level BPE is a string of bytes, often not whole UTF-8 characters, but
+    vocabulary files are text. So each byte value gets one visible character: the 188 bytes
+    whose Latin-1 character is visible keep it (0x41 -> 'A', 0xE8 -> 'è'), and the other 68
+    (control characters, the space, 0x7F to 0xA0 and the soft hyphen 0xAD) get U+0100, U+0101,
+    ... in byte order (0x00 -> 'Ā', 0x20 -> 'Ġ', 0x99 -> 'Ļ'). The table is only a way to write
+    bytes down: the model never sees these characters, only token ids.
+    """
+    table: dict[int, str] = {}
+    moved = 0
+    for byte in range(256):
+        if _keeps_its_latin1_character(byte):
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(0x100 + moved)
+            moved += 1
+    return table
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 
 from . import classroom
 from .hub import REAL_CHECKPOINTS
+from .messages import language, translate
 
 if TYPE_CHECKING:
     from .train import TrainConfig
 
-DEFAULT_CORPORA = "tiny-tales, python-docs, tiny-shakespeare, or a path to a UTF-8 text file"
+DEFAULT_CORPORA = (
+    "tiny-tales, tiny-tales-zh, python-docs, tiny-shakespeare, or a path to a UTF-8 text file"
+)
 
 
 def _student(args: argparse.Namespace) -> int:
@@ -23,11 +26,11 @@ def _student(args: argparse.Namespace) -> int:
     try:
         written = classroom.write_student_versions(source, args.out_dir)
     except (classroom.MarkerError, FileNotFoundError, ValueError) as exc:
-        print(f"llama-edu student: {exc}", file=sys.stderr)
+        print(f"llama-edu student: {translate(str(exc))}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
-    print(f"{len(written)} student notebooks written to {args.out_dir}")
+    print(translate(f"{len(written)} student notebooks written to {args.out_dir}"))
     return 0
 
 
@@ -47,7 +50,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 def _fail(command: str, exc: BaseException | str) -> int:
     """Print one plain line about what went wrong to stderr; return the exit code 2."""
-    message = re.sub(r"\s*\n\s*", " ", str(exc)).strip() or type(exc).__name__
+    message = re.sub(r"\s*\n\s*", " ", translate(str(exc))).strip() or type(exc).__name__
     print(f"llama-edu {command}: {message}", file=sys.stderr)
     return 2
 
@@ -56,12 +59,12 @@ def _train(args: argparse.Namespace) -> int:
     from .data import CORPORA
     from .loss_report import gap_report
     from .runfiles import RunFolderError
-    from .train import CheckpointError, TrainConfig, train
+    from .train import TINY_TALES_ZH_VOCAB_SIZE, CheckpointError, TrainConfig, train
 
     if args.minutes is not None and not args.minutes > 0:
         return _fail("train", f"--minutes must be above 0, got {args.minutes}. Give the minutes "
                      "to train for, or leave --minutes out.")
-    named = ("tiny-tales", "python-docs", *CORPORA)
+    named = ("tiny-tales", "tiny-tales-zh", "python-docs", *CORPORA)
     if args.corpus not in named and Path(args.corpus).expanduser().is_dir():
         return _fail("train", f"--corpus {args.corpus} is a folder. Give a UTF-8 text file or "
                      f"one of the named corpora ({DEFAULT_CORPORA.rsplit(',', 1)[0]}).")
@@ -73,6 +76,8 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    if args.corpus == "tiny-tales-zh" and args.vocab_size is None:
+        fields["vocab_size"] = TINY_TALES_ZH_VOCAB_SIZE  # room for its ~300 characters
     try:
         cfg = TrainConfig(**fields)
         if args.minutes is not None and args.max_steps is None:
@@ -86,10 +91,12 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     last = next((h for h in reversed(result.history) if "val_loss" in h), None)
-    print(f"{result.stopped} after {result.step} steps; run saved in {result.out_dir}")
+    print(translate(f"{result.stopped} after {result.step} steps; run saved in {result.out_dir}"))
     if last:
-        print(f"validation loss {last['val_loss']:.4f} nats/token, {last['val_bpc']:.4f} bits/char")
-        print("at the end: " + gap_report(last, result.baselines))
+        print(translate(
+            f"validation loss {last['val_loss']:.4f} nats/token, {last['val_bpc']:.4f} bits/char"
+        ))
+        print(translate(f"at the end: {gap_report(last, result.baselines)}"))
     return 0
 
 
@@ -98,8 +105,8 @@ def _print_evaluation(record: dict[str, float]) -> None:
     from .loss_report import gap_report
 
     if "val_loss" in record:
-        print(f"step {record['step']}: val loss {record['val_loss']:.4f} nats/token; "
-              + gap_report(record), flush=True)
+        print(translate(f"step {record['step']}: val loss {record['val_loss']:.4f} nats/token; "
+                        f"{gap_report(record)}"), flush=True)
 
 
 def _steps_for_minutes(cfg: TrainConfig, minutes: float) -> int:
@@ -128,10 +135,10 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .generate import generate
-    from .train import CheckpointError, load_run
+    from .train import CheckpointError, load_run, read_run_config
 
     try:
-        args.prompt.encode("utf-8")
+        (args.prompt or "").encode("utf-8")
     except UnicodeEncodeError:
         return _fail("sample", "--prompt is not valid UTF-8 text (the shell passed bytes that "
                      "do not decode). Give the prompt as UTF-8, or change the terminal's encoding.")
@@ -142,6 +149,9 @@ def _sample(args: argparse.Namespace) -> int:
                      f"{args.max_new_tokens}.")
     try:
         model, tokenizer = load_run(args.checkpoint)
+        if args.prompt is None:  # a story opening in the language of the run's corpus
+            corpus = read_run_config(args.checkpoint)["train"].get("corpus", "")
+            args.prompt = "\u4ece\u524d\uff0c" if corpus.endswith("-zh") else "Once upon a time,"
         prompt = tokenizer.encode(args.prompt, bos=True)
         generator = torch.Generator().manual_seed(args.seed)
         for _ in range(args.n):
@@ -181,14 +191,14 @@ def _finetune(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _fail("finetune", f"interrupted; the last checkpoint in {args.out} is kept, and "
                      "--resume continues from it.")
-    print(f"{args.method}: {result.step} steps; run saved in {result.out_dir}")
+    print(translate(f"{args.method}: {result.step} steps; run saved in {result.out_dir}"))
     m = result.metrics
     if "exact_match" in m:
-        print(f"held-out exact-match accuracy: {m['exact_match']:.3f} "
-              f"({m['questions']} questions)")
+        print(translate(f"held-out exact-match accuracy: {m['exact_match']:.3f} "
+                        f"({m['questions']} questions)"))
     else:
-        print(f"valid stories: {m['valid']:.3f} of {m['samples']} samples at temperature 1 "
-              f"(distinct: {m['distinct']:.3f})")
+        print(translate(f"valid stories: {m['valid']:.3f} of {m['samples']} samples at "
+                        f"temperature 1 (distinct: {m['distinct']:.3f})"))
     return 0
 
 
@@ -203,8 +213,11 @@ def _download(args: argparse.Namespace) -> int:
         return _fail("download", exc)
     except KeyboardInterrupt:
         return _fail("download", f"interrupted; nothing was written to {args.out}.")
-    print(f"{repo} was {'already' if had else 'downloaded'} in {folder}; load it with "
-          f"llama_edu.interop.load_hf({str(folder)!r})")
+    load = f"llama_edu.interop.load_hf({str(folder)!r})"
+    if had:
+        print(translate(f"{repo} was already in {folder}; load it with {load}"))
+    else:
+        print(translate(f"{repo} was downloaded into {folder}; load it with {load}"))
     return 0
 
 
@@ -257,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", help="write text with a trained run")
     sa.add_argument("--checkpoint", required=True, help="a run folder made by `llama-edu train`")
-    sa.add_argument("--prompt", default="Once upon a time,")
+    sa.add_argument("--prompt", default=None,
+                    help="the text to continue (default: a story opening in the language of the "
+                    "run's corpus)")
     sa.add_argument("--max-new-tokens", type=int, default=100, dest="max_new_tokens")
     sa.add_argument("--temperature", type=float, default=0.8)
     sa.add_argument("--top-k", type=int, dest="top_k")
@@ -307,7 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--endpoint", help="the Hub's address (default: HF_ENDPOINT or "
                     "https://huggingface.co); gated models need HF_TOKEN or `hf auth login`")
     dl.set_defaults(func=_download)
+    if language() != "en":
+        _translate_help(parser)
     return parser
+
+
+def _translate_help(parser: argparse.ArgumentParser) -> None:
+    """Translate the help and description texts of a parser and its subcommands in place."""
+    parser.description = parser.description and translate(parser.description)
+    for action in parser._actions:
+        if action.help:
+            action.help = translate(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = choice.help and translate(choice.help)
+            for sub in set(action.choices.values()):
+                _translate_help(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@ count-based baselines and train/validation splits.
 
 The synthetic story world, TinyTales, has its own module, ``llama_edu.tinytales``; its public
 names are also importable from here (``from llama_edu.data import TinyTales``), as notebooks and
-scripts written before the split expect.
+scripts written before the split expect. `workbook_text` (the workbook's own prose in English and
+Chinese, from ``llama_edu.workbook_text``) is importable from here too.
 
 Character accounting of the count-based baselines, as for TinyTales' entropy floor: a corpus
 of stories is the stories one after the other, each followed by one newline ``"\\n"``, so a
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .tinytales import EntropyEstimate, Story, TinyTales, Validity, ratio_estimate, tiny_tales_text
+from .tinytales_zh import tiny_tales_zh_text
+from .workbook_text import workbook_text
 
 __all__ = [
     "CORPORA",
@@ -48,8 +51,10 @@ __all__ = [
     "ratio_estimate",
     "read_text_file",
     "tiny_tales_text",
+    "tiny_tales_zh_text",
     "train_val_split",
     "unigram_bits_per_char",
+    "workbook_text",
 ]
 
 _LN2 = math.log(2.0)
@@ -349,9 +354,11 @@ def download(
 
 
 def load_corpus(name_or_path: str) -> str:
-    """Text of a named corpus ('tiny-tales', 'python-docs', 'tiny-shakespeare') or a file."""
+    """Text of a named corpus (tiny-tales[-zh], python-docs, tiny-shakespeare) or of a file."""
     if name_or_path == "tiny-tales":
         return tiny_tales_text(TINY_TALES_DEFAULT_STORIES, seed=0)
+    if name_or_path == "tiny-tales-zh":
+        return tiny_tales_zh_text(TINY_TALES_DEFAULT_STORIES, seed=0)
     if name_or_path == "python-docs":
         return python_docs_text()
     if name_or_path in CORPORA:
@@ -360,7 +367,7 @@ def load_corpus(name_or_path: str) -> str:
         return read_text_file(path)
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        names = ", ".join(repr(n) for n in ("tiny-tales", "python-docs", *CORPORA))
+        names = ", ".join(repr(n) for n in ("tiny-tales", "tiny-tales-zh", "python-docs", *CORPORA))
         raise FileNotFoundError(
             f"{name_or_path!r} is neither a known corpus ({names}) nor an existing file "
             f"(looked for '{path.absolute()}')"

@@ -9,7 +9,10 @@ previous character or two.
 Every story comes with its exact natural-log probability under the generator. The text alone
 determines every random choice made while writing it (each choice picks one of several token
 sequences, none of which is a prefix of another), so this is the probability of the text itself,
-and ``TinyTales.log_prob`` recomputes it by parsing.
+and ``TinyTales.log_prob`` recomputes it by parsing. The machinery that samples, parses and
+enumerates a story program is in ``llama_edu.storyworld``; this module holds the English world
+(and the plot that ``llama_edu.tinytales_zh`` tells in Chinese), and re-exports the public names
+of ``storyworld`` so that ``from llama_edu.tinytales import Story`` keeps working.
 
 Character accounting (used by the entropy floor and by both count-based baselines in
 ``llama_edu.data``): a corpus is the stories one after the other, each followed by one newline
@@ -21,14 +24,26 @@ is also how a reader knows the story has ended, and the probability of ending th
 from __future__ import annotations
 
 import math
-import random
 import re
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from .storyworld import (
+    _END,
+    EntropyEstimate,
+    Story,
+    StoryWorld,
+    Validity,
+    _Branch,  # noqa: F401 (importable from here, as before storyworld.py existed)
+    _Enumerator,
+    _Mismatch,
+    _Parser,
+    _Run,
+    _Sampler,  # noqa: F401 (the same)
+    _Table,
+    ratio_estimate,
+)
 
 __all__ = [
     "EntropyEstimate",
@@ -38,8 +53,6 @@ __all__ = [
     "ratio_estimate",
     "tiny_tales_text",
 ]
-
-_LN2 = math.log(2.0)
 
 # --------------------------------------------------------------------------------------------
 # The TinyTales world: word lists and sentence pieces
@@ -160,7 +173,6 @@ _SUBJECT_WEIGHTS = {"hero": 3.0, "friend": 2.5, "thing": 1.0}
 _PRONOUN_SHARE = 0.5  # how often the previous sentence's subject is called "she"/"he"
 _CONNECTIVE_PROB = 0.3
 _OPPOSITE_GENDER_FRIEND = 0.6
-_END = "\n"  # the end-of-story token: the newline that follows every story in a corpus
 
 _TOKEN_RE = re.compile(r"[A-Za-z]+|[.,]|\S")
 
@@ -170,60 +182,10 @@ def _render(tokens: Sequence[str]) -> str:
     return " ".join(tokens).replace(" .", ".").replace(" ,", ",")
 
 
+
 # --------------------------------------------------------------------------------------------
-# Random choices and the three ways of running the story program
+# The plot: who is in the story, and what may happen next (shared with tinytales_zh)
 # --------------------------------------------------------------------------------------------
-
-
-class _Table:
-    """One random choice: each option writes a fixed, non-empty sequence of tokens.
-
-    Tokens starting with "$" are placeholders filled in from the story so far ("$HERO" -> "Mia").
-    No option is a prefix of another, so the text that follows decides which option was taken.
-    """
-
-    __slots__ = ("options", "values", "logp", "cum", "static", "index", "lengths")
-
-    def __init__(self, entries: Iterable[tuple[tuple[str, ...], float, Any]]) -> None:
-        kept = [(tuple(toks), float(w), v) for toks, w, v in entries if w > 0]
-        if not kept:
-            raise ValueError("a choice needs at least one option with positive weight")
-        total = math.fsum(w for _, w, _ in kept)  # exactly rounded on every Python version
-        self.options = tuple(t for t, _, _ in kept)
-        self.values = tuple(v for _, _, v in kept)
-        self.logp = tuple(math.log(w / total) for _, w, _ in kept)
-        cum, acc = [], 0.0
-        for _, w, _ in kept:
-            acc += w / total
-            cum.append(acc)
-        cum[-1] = 1.0  # random() < 1.0, so bisect never runs off the end
-        self.cum = tuple(cum)
-        for i, a in enumerate(self.options):
-            if not a:
-                raise ValueError("an option must write at least one token")
-            for j, b in enumerate(self.options):
-                if i != j and b[: len(a)] == a:
-                    raise ValueError(f"option {a} is a prefix of option {b}: derivations clash")
-        self.static = not any(t.startswith("$") for opt in self.options for t in opt)
-        self.index = {opt: i for i, opt in enumerate(self.options)}
-        self.lengths = tuple(sorted({len(opt) for opt in self.options}))
-
-
-class _Mismatch(Exception):
-    """Raised while parsing when the text does not continue the way the story program can."""
-
-    def __init__(self, role: str, expected: list[tuple[str, ...]]) -> None:
-        super().__init__(role)
-        self.role = role
-        self.expected = expected
-
-
-class _Branch(Exception):
-    """Raised by an enumeration run that reached a choice its script does not cover yet."""
-
-    def __init__(self, n_options: int) -> None:
-        super().__init__(n_options)
-        self.n_options = n_options
 
 
 class _Person:
@@ -257,193 +219,92 @@ class _World:
         return self.friend if person is self.hero else self.hero
 
 
-class _Run:
-    """Base of the sampler, the parser and the enumerator: fills placeholders, tracks position."""
-
-    def __init__(self) -> None:
-        self.vars: dict[str, str] = {}
-        self.logp = 0.0
-        self.sentence = 1
-        self.world = _World()
-        self.subject: _Person | None = None
-
-    def pick(self, table: _Table, role: str) -> Any:
-        raise NotImplementedError
-
-    def say(self, tokens: tuple[str, ...], role: str) -> None:
-        raise NotImplementedError
-
-
-class _Sampler(_Run):
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__()
-        self.random = rng.random
-        self.out: list[str] = []
-
-    def pick(self, table: _Table, role: str) -> Any:
-        i = bisect_right(table.cum, self.random())
-        if table.static:
-            self.out.extend(table.options[i])
-        else:
-            v = self.vars
-            self.out.extend([v.get(t, t) for t in table.options[i]])
-        self.logp += table.logp[i]
-        return table.values[i]
-
-    def say(self, tokens: tuple[str, ...], role: str) -> None:
-        v = self.vars
-        self.out.extend([v.get(t, t) for t in tokens])
-
-
-class _Parser(_Run):
-    def __init__(self, tokens: list[str]) -> None:
-        super().__init__()
-        self.tokens = tokens
-        self.pos = 0
-
-    def _matches(self, option: tuple[str, ...]) -> bool:
-        toks, pos, v = self.tokens, self.pos, self.vars
-        if len(toks) - pos < len(option):
-            return False
-        return all(toks[pos + j] == v.get(t, t) for j, t in enumerate(option))
-
-    def pick(self, table: _Table, role: str) -> Any:
-        found = None
-        if table.static:
-            for n in table.lengths:
-                found = table.index.get(tuple(self.tokens[self.pos : self.pos + n]))
-                if found is not None:
-                    break
-        else:
-            for i, option in enumerate(table.options):
-                if self._matches(option):
-                    found = i
-                    break
-        if found is None:
-            v = self.vars
-            expected = [tuple(v.get(t, t) for t in opt) for opt in table.options]
-            raise _Mismatch(role, expected)
-        self.pos += len(table.options[found])
-        self.logp += table.logp[found]
-        return table.values[found]
-
-    def say(self, tokens: tuple[str, ...], role: str) -> None:
-        if not self._matches(tokens):
-            raise _Mismatch(role, [tuple(self.vars.get(t, t) for t in tokens)])
-        self.pos += len(tokens)
-
-
-class _Enumerator(_Run):
-    """Follows a script of option indices; single-option choices do not use the script."""
-
-    def __init__(self, script: tuple[int, ...], prefix: list[str]) -> None:
-        super().__init__()
-        self.script = script
-        self.step = 0
-        self.prefix = prefix
-        self.out: list[str] = []
-
-    def _write(self, tokens: Iterable[str]) -> None:
-        v = self.vars
-        start = len(self.out)
-        self.out.extend(v.get(t, t) for t in tokens)
-        n = min(len(self.out), len(self.prefix))
-        if start < n and self.out[start:n] != self.prefix[start:n]:
-            raise _Branch(0)  # off the prefix: a dead end with nothing below it to explore
-
-    def pick(self, table: _Table, role: str) -> Any:
-        if len(table.options) == 1:
-            i = 0
-        elif self.step < len(self.script):
-            i = self.script[self.step]
-            self.step += 1
-        else:
-            raise _Branch(len(table.options))
-        self.logp += table.logp[i]
-        self._write(table.options[i])
-        return table.values[i]
-
-    def say(self, tokens: tuple[str, ...], role: str) -> None:
-        self._write(tokens)
-
-
-# --------------------------------------------------------------------------------------------
-# Public results
-# --------------------------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
-class Story:
-    """One generated story and its exact log-probability (natural log) under the generator."""
+class _StartWords:
+    """How a sentence may start in one language; each pair is (story's own, after a connective)."""
 
-    text: str
-    log_prob: float
-
-    @property
-    def n_chars(self) -> int:
-        """Characters this story costs in a corpus: its text plus the newline after it."""
-        return len(self.text) + 1
-
-    @property
-    def bits(self) -> float:
-        """Information content of the story, -log2 p(story)."""
-        return -self.log_prob / _LN2
+    pron: tuple[tuple[str, ...], tuple[str, ...]]
+    thing_adj: tuple[tuple[str, ...], tuple[str, ...]]  # the object named with its adjective
+    thing: tuple[tuple[str, ...], tuple[str, ...]]  # the object named without it
+    connectives: tuple[tuple[tuple[str, ...], float], ...]
 
 
-@dataclass(frozen=True)
-class Validity:
-    """Whether a text is a TinyTales story; truthy when it is, with the reason when not."""
-
-    ok: bool
-    reason: str
-
-    def __bool__(self) -> bool:
-        return self.ok
+_START_WORDS = _StartWords(
+    pron=(("$PRON",), ("$pron",)),
+    thing_adj=(("The", "$ADJ", "$NOUN"), ("the", "$ADJ", "$NOUN")),
+    thing=(("The", "$NOUN"), ("the", "$NOUN")),
+    connectives=_CONNECTIVES,
+)
 
 
-@dataclass(frozen=True)
-class EntropyEstimate:
-    """Bits per character estimated as sum(bits) / sum(chars), with a delta-method standard error.
+def _start_entries(stop: float | None, has_friend: bool, pron_for: str | None, thing_ok: bool,
+                   words: _StartWords) -> list[tuple[tuple[str, ...], float, Any]]:
+    """The options for how the next sentence starts (or the story ends), with their weights.
 
-    ``stderr`` treats stories as independent pairs (bits_i, chars_i) and linearises the ratio:
-    SE = sqrt(sum((bits_i - R * chars_i)**2) / (n * (n - 1))) / mean(chars).
+    stop is the probability of ending here; None means right after a connective. pron_for is
+    "hero" or "friend" when that person may be called by a pronoun, and thing_ok says whether
+    the object may be the subject (it is not lost).
     """
+    capital = stop is not None
+    own = 0 if capital else 1
+    people = {"hero": _SUBJECT_WEIGHTS["hero"]}
+    if has_friend:
+        people["friend"] = _SUBJECT_WEIGHTS["friend"]
+    total = math.fsum([*people.values(), _SUBJECT_WEIGHTS["thing"] if thing_ok else 0.0])
+    subjects: list[tuple[tuple[str, ...], float, Any]] = []
+    for who, weight in people.items():
+        share = _PRONOUN_SHARE if who == pron_for else 0.0
+        name = "$HERO" if who == "hero" else "$FRIEND"
+        subjects.append(((name,), weight * (1 - share) / total, who))
+        if share:
+            subjects.append((words.pron[own], weight * share / total, who))
+    if thing_ok:
+        p_thing = _SUBJECT_WEIGHTS["thing"] / total
+        subjects.append((words.thing_adj[own], p_thing * 0.6, "thing"))
+        subjects.append((words.thing[own], p_thing * 0.4, "thing"))
+    if not capital:
+        return subjects
+    if stop >= 1.0:
+        return [((_END,), 1.0, "end")]
+    go_on = 1.0 - stop
+    conn_total = math.fsum(w for _, w in words.connectives)
+    entries = [((_END,), stop, "end")]
+    entries += [(t, go_on * _CONNECTIVE_PROB * w / conn_total, "connective")
+                for t, w in words.connectives]
+    entries += [(t, go_on * (1 - _CONNECTIVE_PROB) * p, who) for t, p, who in subjects]
+    return entries
 
-    bits_per_char: float
-    stderr: float
-    n_stories: int
-    n_chars: int
 
-    def __str__(self) -> str:
-        return (
-            f"{self.bits_per_char:.4f} ± {self.stderr:.4f} bits/char "
-            f"({self.n_stories} stories, {self.n_chars} chars)"
-        )
+def _pronoun_for(w: _World) -> str | None:
+    """Who the next sentence may call "she"/"he": the last subject, unless that is ambiguous."""
+    if w.last is not None and not (w.friend is not None and w.friend.girl == w.hero.girl):
+        return "hero" if w.last is w.hero else "friend"
+    return None
 
 
-def ratio_estimate(bits: Sequence[float], chars: Sequence[int]) -> EntropyEstimate:
-    """Bits per character over documents, sum(bits)/sum(chars), with its delta-method SE."""
-    b = np.asarray(bits, dtype=np.float64)
-    c = np.asarray(chars, dtype=np.float64)
-    if b.shape != c.shape or b.ndim != 1:
-        raise ValueError(
-            f"bits and chars must be 1-D and of equal length; got shapes {b.shape} and {c.shape}"
-        )
-    n = len(b)
-    if n < 2:
-        raise ValueError(f"need at least 2 documents to estimate a standard error, got {n}")
-    if np.any(c <= 0):
-        raise ValueError("every document must have at least one character")
-    ratio = float(b.sum() / c.sum())
-    resid = b - ratio * c
-    se = float(np.sqrt(np.sum(resid**2) / (n * (n - 1))) / c.mean())
-    return EntropyEstimate(ratio, se, n, int(c.sum()))
+def _allowed_events(is_hero: bool, has_friend: bool, holder: str, owes: bool) -> dict[str, bool]:
+    """Which events a person may do now; holder is "self", "other" or "lost" (the object)."""
+    return {
+        "meet": is_hero and not has_friend,
+        "give": holder == "self" and has_friend,
+        "show": holder == "self" and has_friend,
+        "share": holder == "self" and has_friend,
+        "play": holder == "self",
+        "lose": holder == "self",
+        "ask": holder == "other",
+        "thank": owes,
+        "look": holder == "lost",
+        "find": holder == "lost",
+        "go": True,
+        "feel": True,
+        "smile": True,
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # TinyTales
 # --------------------------------------------------------------------------------------------
-
 
 def _check_words(words: Sequence[str] | None, default: Sequence[str], what: str,
                  capitalised: bool) -> tuple[str, ...]:
@@ -465,7 +326,7 @@ def _check_words(words: Sequence[str] | None, default: Sequence[str], what: str,
     return out
 
 
-class TinyTales:
+class TinyTales(StoryWorld):
     """A seeded generator of short stories whose exact probabilities are known.
 
     The constructor only sets up the world (its words and story length); randomness comes from
@@ -501,14 +362,7 @@ class TinyTales:
         for place in self.places:
             if place not in _PLACE_PREPS:
                 raise ValueError(f"unknown place {place!r}: choose from {sorted(_PLACE_PREPS)}")
-        if not (isinstance(min_sentences, int) and isinstance(max_sentences, int)):
-            raise TypeError("min_sentences and max_sentences must be integers")
-        if not 1 <= min_sentences <= max_sentences:
-            raise ValueError(
-                f"need 1 <= min_sentences <= max_sentences, got {min_sentences}, {max_sentences}"
-            )
-        self.min_sentences = min_sentences
-        self.max_sentences = max_sentences
+        self._set_length(min_sentences, max_sentences)
         self._girl_of = {n: True for n in self.girls} | {n: False for n in self.boys}
         self._cache: dict[tuple[Any, ...], _Table] = {}
 
@@ -548,77 +402,20 @@ class TinyTales:
 
     # ---- the story program -----------------------------------------------------------------
 
-    def _stop_prob(self, n: int) -> float:
-        """Probability of ending after sentence n: makes the length uniform on [min, max]."""
-        if n < self.min_sentences:
-            return 0.0
-        if n >= self.max_sentences:
-            return 1.0
-        return 1.0 / (self.max_sentences - n + 1)
-
     def _start_table(self, stop: float | None, w: _World) -> _Table:
         """How the next sentence starts (or the story ends). stop=None: after a connective."""
-        pron_for = None
-        if w.last is not None and not (w.friend is not None and w.friend.girl == w.hero.girl):
-            pron_for = "hero" if w.last is w.hero else "friend"
+        pron_for = _pronoun_for(w)
         key = ("start", stop, w.friend is not None, pron_for, w.holder is not None)
         table = self._cache.get(key)
         if table is None:
-            table = self._cache[key] = self._make_start_table(stop, w.friend is not None,
-                                                              pron_for, w.holder is not None)
+            table = self._cache[key] = _Table(_start_entries(
+                stop, w.friend is not None, pron_for, w.holder is not None, _START_WORDS))
         return table
-
-    @staticmethod
-    def _make_start_table(stop: float | None, has_friend: bool, pron_for: str | None,
-                          thing_ok: bool) -> _Table:
-        capital = stop is not None
-        people = {"hero": _SUBJECT_WEIGHTS["hero"]}
-        if has_friend:
-            people["friend"] = _SUBJECT_WEIGHTS["friend"]
-        total = math.fsum([*people.values(), _SUBJECT_WEIGHTS["thing"] if thing_ok else 0.0])
-        subjects: list[tuple[tuple[str, ...], float, Any]] = []
-        for who, weight in people.items():
-            share = _PRONOUN_SHARE if who == pron_for else 0.0
-            name = "$HERO" if who == "hero" else "$FRIEND"
-            subjects.append(((name,), weight * (1 - share) / total, who))
-            if share:
-                subjects.append((("$PRON" if capital else "$pron",), weight * share / total, who))
-        if thing_ok:
-            the = "The" if capital else "the"
-            p_thing = _SUBJECT_WEIGHTS["thing"] / total
-            subjects.append(((the, "$ADJ", "$NOUN"), p_thing * 0.6, "thing"))
-            subjects.append(((the, "$NOUN"), p_thing * 0.4, "thing"))
-        if not capital:
-            return _Table(subjects)
-        if stop >= 1.0:
-            return _Table([((_END,), 1.0, "end")])
-        go_on = 1.0 - stop
-        conn_total = math.fsum(w for _, w in _CONNECTIVES)
-        entries = [((_END,), stop, "end")]
-        entries += [(t, go_on * _CONNECTIVE_PROB * w / conn_total, "connective")
-                    for t, w in _CONNECTIVES]
-        entries += [(t, go_on * (1 - _CONNECTIVE_PROB) * p, who) for t, p, who in subjects]
-        return _Table(entries)
 
     def _event_table(self, key: tuple[Any, ...]) -> _Table:
         table = self._cache.get(key)
         if table is None:
-            _, is_hero, has_friend, holder, owes = key
-            allowed = {
-                "meet": is_hero and not has_friend,
-                "give": holder == "self" and has_friend,
-                "show": holder == "self" and has_friend,
-                "share": holder == "self" and has_friend,
-                "play": holder == "self",
-                "lose": holder == "self",
-                "ask": holder == "other",
-                "thank": owes,
-                "look": holder == "lost",
-                "find": holder == "lost",
-                "go": True,
-                "feel": True,
-                "smile": True,
-            }
+            allowed = _allowed_events(*key[1:])
             table = self._cache[key] = _Table((t, w if allowed[e] else 0.0, e)
                                               for e, t, w in _EVENTS)
         return table
@@ -657,7 +454,7 @@ class TinyTales:
 
     def _tell(self, run: _Run) -> None:
         """The story program. Every random choice goes through run.pick, all text through run."""
-        w = run.world
+        w = run.world = _World()
         v = run.vars
         run.pick(self._openers, "opener")
         name = run.pick(self._heroes, "hero")
@@ -750,19 +547,10 @@ class TinyTales:
         elif event == "feel":
             run.pick(self._emotions[s.mood], "feeling")
 
-    # ---- public API --------------------------------------------------------------------------
+    # ---- what StoryWorld needs (sample, log_prob, is_valid and the rest live there) --------
 
-    def sample(self, n: int, seed: int) -> list[Story]:
-        """Generate n stories with their exact log-probabilities; the same seed gives the same."""
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        rng = random.Random(seed)
-        stories = []
-        for _ in range(n):
-            run = _Sampler(rng)
-            self._tell(run)
-            stories.append(Story(_render(run.out[:-1]), run.logp))
-        return stories
+    def _render(self, tokens: Sequence[str]) -> str:
+        return _render(tokens)
 
     def _tokenize(self, text: str) -> tuple[list[str] | None, str]:
         """Split a story into tokens, or explain why its characters or spacing are not standard."""
@@ -793,29 +581,20 @@ class TinyTales:
             sentence += tok == "."
         return tokens + [_END], ""
 
-    def _parse(self, text: str) -> tuple[float | None, str]:
+    def _parser_for(self, text: str) -> tuple[_Parser | None, str]:
         tokens, reason = self._tokenize(text)
-        if tokens is None:
-            return None, reason
-        run = _Parser(tokens)
-        try:
-            self._tell(run)
-        except _Mismatch as err:
-            return None, self._explain(run, err)
-        return run.logp, ""
+        return (None if tokens is None else _Parser(tokens)), reason
 
-    def log_prob(self, text: str) -> float:
-        """Exact natural-log probability of one story (no newline); -inf if it is impossible.
+    def _check_prefix(self, prefix: str) -> list[str]:
+        if not prefix:
+            return []
+        toks, reason = self._tokenize(prefix)
+        if toks is None:
+            raise ValueError(f"prefix is not the start of a story: {reason}")
+        return toks[:-1]
 
-        ``is_valid`` says why a text is impossible.
-        """
-        logp, _ = self._parse(text)
-        return -math.inf if logp is None else logp
-
-    def is_valid(self, text: str) -> Validity:
-        """Whether the text is a story this world can tell and, if not, the first problem."""
-        logp, reason = self._parse(text)
-        return Validity(logp is not None, reason)
+    def _prefix_enumerator(self, script: tuple[int, ...], prefix: list[str]) -> _Enumerator:
+        return _Enumerator(script, prefix)
 
     def enumerate_stories(self, max_stories: int = 100_000, prefix: str = "") -> list[Story]:
         """Every story of this world with its probability, optionally only those with a prefix.
@@ -823,44 +602,7 @@ class TinyTales:
         The prefix is compared word by word, so it must end at a word boundary. Raises
         ValueError if there are more than max_stories such stories.
         """
-        prefix_tokens: list[str] = []
-        if prefix:
-            toks, reason = self._tokenize(prefix)
-            if toks is None:
-                raise ValueError(f"prefix is not the start of a story: {reason}")
-            prefix_tokens = toks[:-1]
-        stories: list[Story] = []
-        stack: list[tuple[int, ...]] = [()]
-        while stack:
-            script = stack.pop()
-            run = _Enumerator(script, prefix_tokens)
-            try:
-                self._tell(run)
-            except _Branch as b:
-                stack.extend(script + (i,) for i in reversed(range(b.n_options)))
-                continue
-            if len(run.out) < len(prefix_tokens) or run.out[: len(prefix_tokens)] != prefix_tokens:
-                continue
-            stories.append(Story(_render(run.out[:-1]), run.logp))
-            if len(stories) > max_stories:
-                raise ValueError(
-                    f"more than {max_stories} stories: use a smaller world (fewer names, "
-                    "adjectives, nouns, places, a smaller max_sentences), a longer prefix, "
-                    "or a larger max_stories"
-                )
-        return stories
-
-    def entropy_floor(self, n: int = 2000, seed: int = 12345) -> EntropyEstimate:
-        """Entropy of this world's text in bits per character, estimated on n fresh stories.
-
-        Characters are counted as ``len(text) + 1`` per story (the newline that ends it), as in
-        ``tiny_tales_text`` and the count-based baselines. The estimate is the ratio
-        sum(-log2 p) / sum(chars) with a delta-method standard error (see ``ratio_estimate``).
-        """
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {n!r}")
-        stories = self.sample(n, seed)
-        return ratio_estimate([s.bits for s in stories], [s.n_chars for s in stories])
+        return super().enumerate_stories(max_stories, prefix)
 
     # ---- explanations for is_valid -----------------------------------------------------------
 

@@ -42,7 +42,9 @@ from .runfiles import (
     install_folder,
     make_staging_dir,
 )
+from .storyworld import StoryWorld
 from .tinytales import TinyTales
+from .tinytales_zh import TinyTalesZh
 from .tokenizer import SentencePieceTokenizer, train_sentencepiece
 
 FORMAT_VERSION = LEGACY_RUN_FORMAT  # runs written before the marker; new runs carry RUN_FORMAT
@@ -205,8 +207,9 @@ class Corpus:
 
     baselines holds, in bits per character of the validation documents (each counted with one
     newline, as val_chars counts them): "unigram_bpc" and "bigram_bpc" (character models fit
-    on the training documents) and, for TinyTales only, "floor_bpc", the exact entropy of the
-    validation stories under the generator, sum(-log2 p(story)) / val_chars.
+    on the training documents) and, for a story world's corpus only (tiny-tales, tiny-tales-zh),
+    "floor_bpc", the exact entropy of the validation stories under the generator,
+    sum(-log2 p(story)) / val_chars.
     """
 
     train: torch.Tensor
@@ -232,11 +235,18 @@ def baselines_bpc(
     return out
 
 
+STORY_WORLDS: dict[str, type[StoryWorld]] = {"tiny-tales": TinyTales, "tiny-tales-zh": TinyTalesZh}
+"""The corpora written by a story world, whose exact entropy floor a run can report."""
+TINY_TALES_ZH_VOCAB_SIZE = 1024
+"""A vocabulary for tiny-tales-zh: its ~300 characters, 259 fixed ids and ~460 merges."""
+
+
 def prepare_corpus(cfg: TrainConfig, out_dir: Path) -> Corpus:
     """Make (or reuse) the run's tokenizer, encode train and validation text, and its baselines."""
     val_bits = None
-    if cfg.corpus == "tiny-tales":
-        tales = TinyTales()
+    options: dict[str, Any] = {}  # for train_sentencepiece; the English corpora use its defaults
+    if cfg.corpus in STORY_WORLDS:
+        tales = STORY_WORLDS[cfg.corpus]()
         train_texts = [s.text for s in tales.sample(cfg.n_stories, seed=cfg.seed)]
         val_stories = tales.sample(max(200, cfg.n_stories // 20), seed=cfg.seed + 10**6)
         val_texts = [s.text for s in val_stories]
@@ -247,10 +257,24 @@ def prepare_corpus(cfg: TrainConfig, out_dir: Path) -> Corpus:
         train_text, val_text = train_val_split(load_corpus(cfg.corpus), 0.1, seed=cfg.seed)
         train_texts, val_texts = train_text.split("\n"), val_text.split("\n")
     model_file = out_dir / "tokenizer.model"
+    if cfg.corpus == "tiny-tales-zh":
+        # Every character gets a piece of its own (none is left to byte fallback), so the
+        # vocabulary must hold the special tokens, the 256 byte pieces, "▁" and each character.
+        options["character_coverage"] = 1.0
+        n_chars = len(set("".join(train_texts)))
+        need = 256 + 3 + 1 + n_chars
+        if cfg.vocab_size < need:
+            raise ValueError(
+                f"tiny-tales-zh writes {n_chars} different characters, each a token of its own, so "
+                f"vocab_size must be at least {need}, not {cfg.vocab_size}; use "
+                f"vocab_size={TINY_TALES_ZH_VOCAB_SIZE} (llama-edu train --vocab-size "
+                f"{TINY_TALES_ZH_VOCAB_SIZE}, the default there for this corpus)."
+            )
     if model_file.exists():
         tokenizer = SentencePieceTokenizer(model_file)
     else:
-        tokenizer = train_sentencepiece("\n".join(train_texts), cfg.vocab_size, out_dir)
+        tokenizer = train_sentencepiece("\n".join(train_texts), cfg.vocab_size, out_dir,
+                                        **options)
     if tokenizer.vocab_size != cfg.vocab_size:
         raise ValueError(
             f"{model_file} has {tokenizer.vocab_size} tokens but the run asks for {cfg.vocab_size}."
@@ -950,12 +974,17 @@ def tales_report(
     n_train_baseline: int = 20000,
     seed: int = 12345,
     temperature: float = 1.0,
+    tales: StoryWorld | None = None,
 ) -> TalesReport:
-    """Baselines, the entropy floor, the model's bits/char, the gap closed and valid samples."""
+    """Baselines, the entropy floor, the model's bits/char, the gap closed and valid samples.
+
+    tales is the story world the model was trained on: TinyTales() unless given (for a model
+    trained on tiny-tales-zh, pass TinyTalesZh()).
+    """
     from .data import bigram_bits_per_char, unigram_bits_per_char
     from .generate import generate
 
-    tales = TinyTales()
+    tales = TinyTales() if tales is None else tales
     held_out = [s.text for s in tales.sample(n_eval, seed=seed)]
     train_texts = [s.text for s in tales.sample(n_train_baseline, seed=seed + 1)]
     floor = tales.entropy_floor(n=n_eval, seed=seed)
