@@ -174,3 +174,36 @@ def test_student_versions_of_the_chinese_edition_hide_the_same_answers(tmp_path)
         code = [(c.source, c.metadata) for c in zh.cells if c.cell_type == "code"]
         assert code == [(c.source, c.metadata) for c in en.cells if c.cell_type == "code"]
         assert "### BEGIN SOLUTION" not in nbformat.writes(zh), path.name
+
+
+@pytest.mark.slow
+def test_the_chinese_edition_is_graded_like_the_english(tmp_path, monkeypatch):
+    """Student version, instructor version and a wrong answer of a Chinese chapter, graded."""
+    from llama_edu import classroom
+
+    monkeypatch.setenv("LLAMA_EDU_LANG", "zh")  # the learner's checks speak Chinese
+    classroom.write_student_versions(EDITION, tmp_path / "students")
+    student = tmp_path / "students" / "00_welcome.ipynb"
+    instructor = tmp_path / "instructor" / "00_welcome.ipynb"
+    wrong = tmp_path / "wrong" / "00_welcome.ipynb"
+    nb = nbformat.read(EDITION / "00_welcome.ipynb", as_version=4)
+    instructor.parent.mkdir()
+    nbformat.write(nb, instructor)
+    answer = next(c for c in nb.cells
+                  if c.metadata.get("nbgrader", {}).get("grade_id") == "answer_softmax")
+    start = answer.source.index("### BEGIN SOLUTION")
+    end = answer.source.index("### END SOLUTION") + len("### END SOLUTION")
+    answer.source = (answer.source[:start] + "e = x.exp()\n    return e / e.sum()"
+                     + answer.source[end:])  # forgets dim
+    wrong.parent.mkdir()
+    nbformat.write(nb, wrong)
+
+    grades = {p.parent.name: classroom.grade_notebook(p, time_limit=300)
+              for p in (student, instructor, wrong)}
+    status = {name: [(e.check, e.status) for e in g.exercises] for name, g in grades.items()}
+    assert status == {"students": [("softmax", "not attempted")],
+                      "instructor": [("softmax", "passed")],
+                      "wrong": [("softmax", "failed")]}
+    assert all(g.error is None for g in grades.values())
+    message = grades["wrong"].exercises[0].message
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in message), message
