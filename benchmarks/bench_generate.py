@@ -85,6 +85,43 @@ def floor_ms_per_step(model: Llama, prompt: list[int], steps: int, repeats: int)
     return best * 1e3
 
 
+def parts_ms(model: Llama, repeats: int, steps: int = 256) -> dict[str, float]:
+    """Best ms per cached step of the model as it is, and with one part switched off at a time."""
+    import llama_edu.attention as attention
+
+    def step_ms() -> float:
+        token = torch.tensor([[5]])
+        best = float("inf")
+        for _ in range(repeats + 1):
+            cache = model.init_cache(1, steps)
+            start = time.perf_counter()
+            for _ in range(steps):
+                model(token, cache=cache)
+            best = min(best, (time.perf_counter() - start) / steps)
+        return best * 1e3
+
+    switches = {  # (object, attribute, stand-in): the step gives wrong logits without them
+        "without RoPE": (attention, "_rotate_pairs", lambda x, cos, sin: x),
+        "without the model's input checks": (
+            Llama, "_validate", lambda self, tokens, cache: 0 if cache is None else cache.length
+        ),
+        "without the attention's input checks": (
+            attention.Attention, "_check_input", lambda self, x, cos, sin: None
+        ),
+    }
+    with torch.inference_mode():  # as generate() calls the model
+        times = {"as it is": step_ms()}
+        for name, (owner, attribute, stand_in) in switches.items():
+            original = getattr(owner, attribute)
+            setattr(owner, attribute, stand_in)
+            try:
+                times[name] = step_ms()
+            finally:
+                setattr(owner, attribute, original)
+        times["as it is, again"] = step_ms()
+    return times
+
+
 def main() -> None:
     """Print a markdown row: both timings, the speed-up, and whether the tokens agree."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -92,6 +129,8 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--floor", action="store_true", help="also time the bare decoding step")
+    parser.add_argument("--parts", action="store_true",
+                        help="also time the cached step with RoPE or input checks switched off")
     args = parser.parse_args()
     torch.manual_seed(0)
     max_seq_len = max(512, args.prompt_len + max(args.new_tokens))
@@ -118,6 +157,9 @@ def main() -> None:
         model.requires_grad_(False)
         floor = floor_ms_per_step(model, prompt, max(args.new_tokens), args.repeats)
         print(f"# bare functional step (checked equal to the model's): {floor:.3f} ms per token")
+    if args.parts:
+        for name, ms in parts_ms(model, args.repeats).items():
+            print(f"# cached model step, {name}: {ms:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ def _is_plain_causal(mask: torch.Tensor | None, n_queries: int, n_keys: int) -> 
     """True when mask is exactly causal_mask(n_queries) (no cached keys before the queries)."""
     if mask is None or n_queries != n_keys or n_queries == 1 or mask.shape != (n_queries,) * 2:
         return False
+    if torch.compiler.is_compiling():  # it cannot look at values: SDPA gets the mask itself
+        return False
     return torch.equal(mask, _causal_reference(n_queries, mask.device, mask.dtype))
 
 
@@ -268,10 +270,11 @@ class Attention(nn.Module):
         else:
             _check_mask(mask, seq, k.shape[1])
             # The same numbers, two ways to get them faster: SDPA builds the plain causal mask
-            # itself (is_causal) and skips the blocks it hides; and on the CPU, copying each kv
-            # head n_rep times is faster than SDPA's own sharing of kv heads (enable_gqa).
+            # itself (is_causal) and skips the blocks it hides; and when training on the CPU,
+            # copying each kv head n_rep times beats SDPA's own sharing of kv heads (enable_gqa),
+            # while with a cache, sharing avoids copying the whole cache at every new token.
             is_causal = _is_plain_causal(mask, seq, k.shape[1])
-            gqa = self.n_rep > 1 and x.device.type != "cpu"
+            gqa = self.n_rep > 1 and (cache is not None or x.device.type != "cpu")
             if not gqa:
                 k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (b, kv_seq, h, d)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, h, s, d)

@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-lr", type=float, dest="max_lr")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
-    tr.add_argument("--compile", action="store_true", help="torch.compile (CUDA only)")
+    tr.add_argument(
+        "--compile", action="store_true", help="torch.compile (CUDA, or CPU with a C++ compiler)"
+    )
     tr.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     tr.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     tr.set_defaults(func=_train)

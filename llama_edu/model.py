@@ -350,7 +350,8 @@ class Llama(nn.Module):
                 f"{tuple(tokens.shape)} and dtype {tokens.dtype}. Use tokens[None] for one row."
             )
         bad = (tokens < 0) | (tokens >= self.args.vocab_size)
-        if bad.any():
+        # torch.compile cannot branch on the tokens' values, so a compiled model skips this check
+        if not torch.compiler.is_compiling() and bad.any():
             row, col = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
                 f"token id {int(tokens[row, col])} at (batch {row}, position {col}) is outside the "

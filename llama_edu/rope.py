@@ -145,10 +145,11 @@ def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
             f"(seq, head_dim // 2) = ({x.shape[1]}, {x.shape[-1] // 2}) and head_dim even."
         )
     pairs = x.float().unflatten(-1, (-1, 2))  # (b, s, h, head_dim / 2, 2)
-    if x.device.type != "mps":  # MPS lacks complex numbers
+    # MPS lacks complex numbers, and torch.compile's code generator does not handle them
+    if x.device.type != "mps" and not torch.compiler.is_compiling():
         # Pair (x0, x1) as the complex number x0 + i x1: multiplying by cos + i sin gives
         # (x0 cos - x1 sin) + i (x0 sin + x1 cos), the rotation below, in one faster operation.
-        if cos.dtype != torch.float64:  # torch.complex takes float32 or float64 parts
+        if cos.dtype not in (torch.float32, torch.float64):  # torch.complex's part types
             cos, sin = cos.float(), sin.float()
         rotation = torch.complex(cos, sin)[:, None, :]  # (seq, 1, head_dim / 2)
         rotated = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rotation)

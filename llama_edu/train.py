@@ -648,6 +648,16 @@ class TrainResult:
     baselines: dict[str, float] = field(default_factory=dict)  # Corpus.baselines of the run
 
 
+def _require_compiler(device: torch.device) -> None:
+    """torch.compile on the CPU writes C++: without a compiler, say so before anything starts."""
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        raise RuntimeError(
+            "compile=True on the CPU needs a C++ compiler (c++, g++ or clang++) on the PATH and "
+            "none was found. Install one (e.g. apt install g++, or Xcode's command line tools), "
+            "or train without --compile, which only makes training faster."
+        )
+
+
 def evaluate(
     model: Llama, corpus: Corpus, cfg: TrainConfig, device: torch.device
 ) -> dict[str, float]:
@@ -732,6 +742,8 @@ def train(
     device = get_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.compile:
+        _require_compiler(device)  # before the run folder is made
     run_dir = (
         Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="llama_edu_run_"))
     )
@@ -767,7 +779,7 @@ def train(
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if cfg.compile and device.type == "cuda":
+    if cfg.compile and device.type in ("cuda", "cpu"):
         ddp_model = torch.compile(ddp_model)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)

@@ -391,3 +391,14 @@ def test_export_with_tokenizer_loads_in_transformers(tmp_path):
         ids = tokenizer.encode(text, bos=True)
         assert theirs(text)["input_ids"] == ids
         assert theirs.decode(ids, skip_special_tokens=True) == text
+
+
+def test_the_model_compiles_to_one_graph():
+    # a value-dependent branch (an input check, a mask test) would split the compiled model
+    # into pieces and recompile per layer; torch.compile then stops paying for itself
+    torch.manual_seed(0)
+    model = Llama(ModelArgs.from_name("tiny", n_layers=2))
+    tokens = torch.randint(0, model.args.vocab_size, (2, 16))
+    explained = torch._dynamo.explain(model)(tokens)
+    assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
+    assert explained.graph_count == 1

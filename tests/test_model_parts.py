@@ -50,6 +50,28 @@ def test_rms_norm_module_eps_and_weight_shape_error():
         norm.rms_norm(randn(2, 4), torch.ones(3))
 
 
+@pytest.mark.parametrize("dim", [8, 128, 352, 4096])
+def test_rms_norm_module_gives_the_same_bits_with_and_without_gradients(dim):
+    # without gradients the module takes PyTorch's fused kernel (faster decoding); a greedy
+    # token must not depend on whether the model was called under no_grad
+    layer = norm.RMSNorm(dim, eps=1e-6)
+    with torch.no_grad():
+        layer.weight.copy_(randn(dim))
+    x = randn(3, 5, dim) * 7
+    with torch.no_grad():
+        fast = layer(x)
+    with torch.inference_mode():
+        assert torch.equal(layer(x), fast)
+    assert torch.equal(layer(x).detach(), fast)
+    assert torch.equal(norm.rms_norm(x, layer.weight.detach(), 1e-6), fast)
+
+
+def test_rms_norm_module_bad_eps_is_explained_without_gradients_too():
+    layer = norm.RMSNorm(4, eps=-1e-5)
+    with torch.no_grad(), pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        layer(randn(2, 4))
+
+
 def test_layer_norm_matches_torch():
     x, w, b = randn(3, 10), randn(10), randn(10)
     torch.testing.assert_close(norm.layer_norm(x, w, b), F.layer_norm(x, (10,), w, b, 1e-5))

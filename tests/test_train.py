@@ -386,6 +386,27 @@ def test_corpus_too_small_for_the_sequence_length(tmp_path):
         run(micro(corpus=str(text), vocab_size=270, seq_len=512), tmp_path / "out")
 
 
+# --- torch.compile on the CPU ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("c++") and not shutil.which("g++"), reason="no C++ compiler")
+def test_compile_on_the_cpu_trains_like_eager(uninterrupted, tmp_path):
+    eager, _ = uninterrupted
+    result = run(micro(compile=True, device="cpu"), tmp_path)
+    assert result.stopped == "finished" and result.step == 12
+    # the same run: fused kernels round differently, so the losses agree closely, not exactly
+    for ours, theirs in zip(result.history, eager.history, strict=True):
+        assert ours["step"] == theirs["step"]
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
+
+
+def test_compile_on_the_cpu_without_a_compiler_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no c++, g++ or clang++ on it
+    with pytest.raises(RuntimeError, match=r"needs a C\+\+ compiler.*apt install g\+\+"):
+        run(micro(compile=True, device="cpu"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before the run folder was made
+
+
 # --- torchrun ------------------------------------------------------------------------------
 
 WORKER = textwrap.dedent(
