@@ -80,12 +80,19 @@ def _top_p(probs: torch.Tensor, p: float) -> torch.Tensor:
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """torch.multinomial(probs, 1), drawn where the generator lives (a CPU one for a GPU model)."""
+    if generator is None or generator.device == probs.device:
+        return torch.multinomial(probs, 1, generator=generator)
+    return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
+
+
 def sample_top_p(
     probs: torch.Tensor, p: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Draw one id per row of probs (..., V) from its top-p filtered distribution."""
     filtered = top_p_filter(probs, p)
-    ids = torch.multinomial(filtered.reshape(-1, filtered.shape[-1]), 1, generator=generator)
+    ids = _multinomial(filtered.reshape(-1, filtered.shape[-1]), generator)
     return ids.reshape(probs.shape[:-1])
 
 
@@ -258,7 +265,7 @@ def _pick(
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = _distribution(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return _multinomial(probs, generator).squeeze(-1)
 
 
 # --- beam search ---------------------------------------------------------------------------
@@ -449,7 +456,7 @@ def speculative_generate(
         return torch.softmax(logits.double() / temperature, dim=-1)
 
     def pick(p: torch.Tensor) -> int:
-        return int(torch.multinomial(p, 1, generator=generator).item())
+        return int(_multinomial(p, generator).item())
 
     was = target.training, draft.training
     target.eval()

@@ -416,3 +416,15 @@ def test_bad_input_elsewhere(model):
         top_p_filter(torch.ones(4) / 4, -0.2)
     with pytest.raises(ValueError, match="temperature"):
         next_token_distribution(torch.zeros(4), -1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cpu_generator_samples_a_gpu_model_like_the_cpu_one(model):
+    # tales_report and the notebooks seed a torch.Generator() on the CPU whatever the device
+    on_gpu = Llama(model.args).cuda()
+    on_gpu.load_state_dict(model.state_dict())
+    draws = [
+        generate(m, [1, 2], 20, temperature=1.0, generator=torch.Generator().manual_seed(0))
+        for m in (model, on_gpu)
+    ]
+    assert draws[0] == draws[1]
