@@ -654,7 +654,8 @@ def _require_compiler(device: torch.device) -> None:
         raise RuntimeError(
             "compile=True on the CPU needs a C++ compiler (c++, g++ or clang++) on the PATH and "
             "none was found. Install one (e.g. apt install g++, or Xcode's command line tools), "
-            "or train without --compile, which only makes training faster."
+            "or train without --compile: it changes only the speed, and on a CPU it pays off "
+            "only in runs longer than a few minutes."
         )
 
 
