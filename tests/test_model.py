@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -402,3 +403,6 @@ def test_the_model_compiles_to_one_graph():
     explained = torch._dynamo.explain(model)(tokens)
     assert explained.graph_break_count == 0, [str(b.reason)[:200] for b in explained.break_reasons]
     assert explained.graph_count == 1
+    if shutil.which("c++") or shutil.which("g++"):  # inductor writes C++ on the CPU
+        compiled = torch.compile(model)
+        torch.testing.assert_close(compiled(tokens), model(tokens), atol=1e-5, rtol=1e-4)
